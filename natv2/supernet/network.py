@@ -1,0 +1,166 @@
+"""The OFAv2 elastic MobileNetV3 supernet (one width multiplier) and the per-width family.
+
+``set_active(arch)`` selects a subnet; ``forward`` runs it and returns the logits of its exit;
+``forward_exits`` returns the logits of every exit up to it (ENS-KD teachers, AEP warm-up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from natv2.errors import Natv2Error
+from natv2.space import (
+    LEVELS_PER_STAGE,
+    N_STAGES,
+    Arch,
+    Block,
+    SearchSpace,
+)
+from natv2.supernet.config import STAGE_ACTS, STAGE_SE, SupernetConfig, encoding_of
+from natv2.supernet.elastic import ElasticIRB, sliced_batch_norm
+from natv2.supernet.plain import (
+    FirstBlock,
+    dense_stage_forward,
+    make_act,
+    make_exit_head,
+    make_stem,
+)
+
+
+class ElasticLevel(nn.Module):
+    """One level: the elastic IRB and, in parallel supernets, the pointwise and transform branch."""
+
+    def __init__(self, config: SupernetConfig, stage: int, index: int) -> None:
+        super().__init__()
+        cin, cout, stride = config.level_io(stage, index)
+        act = STAGE_ACTS[stage]
+        self.irb = ElasticIRB(
+            cin,
+            cout,
+            stride,
+            act,
+            STAGE_SE[stage],
+            config.mid_channels,
+            config.se_channels,
+            config.max_expand,
+        )
+        self.pointwise: nn.Module | None = None
+        self.transform: nn.Module | None = None
+        if config.parallel:
+            self.pointwise = nn.ModuleDict(
+                {
+                    "conv": nn.Conv2d(cin, cout, 1, stride, bias=False),
+                    "bn": nn.BatchNorm2d(cout),
+                }
+            )
+            self.transform = nn.ModuleDict(
+                {"bn": nn.BatchNorm2d(cout)}
+                | ({"conv": nn.Conv2d(cin, cout, 1, bias=False)} if cin != cout else {})
+            )
+        self.stride = stride
+        self.act = make_act(act)
+
+    def forward(self, x: torch.Tensor, block: Block) -> torch.Tensor:
+        outs = []
+        if block.has_irb:
+            outs.append(self.irb(x, block.expand, block.kernel))
+        if block.has_pointwise:
+            pw = self.pointwise
+            outs.append(self.act(sliced_batch_norm(pw["bn"], pw["conv"](x))))
+        if block.has_transform:
+            tr = self.transform
+            h = nn.functional.max_pool2d(x, 3, self.stride, 1) if self.stride > 1 else x
+            if "conv" in tr:
+                h = tr["conv"](h)
+            outs.append(self.act(sliced_batch_norm(tr["bn"], h)))
+        out = outs[0]
+        for o in outs[1:]:
+            out = out + o
+        return out
+
+
+class OFAv2Supernet(nn.Module):
+    """Elastic resolution (via the input), kernel, expand, depth, level (branches) and exit."""
+
+    def __init__(self, config: SupernetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.space = SearchSpace(encoding_of(config), widths=(config.width,))
+        self.stem = make_stem(config)
+        self.first_block = FirstBlock(config.stem_channels)
+        self.stages = nn.ModuleList(
+            nn.ModuleList(ElasticLevel(config, s, i) for i in range(LEVELS_PER_STAGE))
+            for s in range(N_STAGES)
+        )
+        self.exits = nn.ModuleDict(
+            {str(s + 1): make_exit_head(config, s) for s in config.exit_stages}
+        )
+        self.active: Arch = self.space.maximal()
+
+    @property
+    def encoding(self) -> str:
+        return self.space.encoding
+
+    def set_active(self, arch: Arch) -> None:
+        """Select the subnet that ``forward`` runs; raises when this supernet cannot run it."""
+        self.space.encode(arch)  # validates against encoding and width
+        self.active = arch
+
+    def _stage_output(self, stage: int, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        levels = self.stages[stage]
+        blocks = arch.active_blocks(stage)
+        runners = [(lambda h, lvl=levels[i], b=b: lvl(h, b)) for i, b in enumerate(blocks)]
+        return dense_stage_forward(runners, x, self.config.dense_skips)
+
+    def stage_features(self, x: torch.Tensor, arch: Arch | None = None) -> list[torch.Tensor]:
+        arch = self.active if arch is None else arch
+        x = self.first_block(self.stem(x))
+        outs = []
+        for s in range(arch.exit):
+            x = self._stage_output(s, x, arch)
+            outs.append(x)
+        return outs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.stage_features(x)
+        return self.exits[str(self.active.exit)](feats[-1])
+
+    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every exit head up to the active exit (only the last in a no-exit supernet)."""
+        feats = self.stage_features(x)
+        return [
+            self.exits[str(s + 1)](feats[s]) for s in range(len(feats)) if str(s + 1) in self.exits
+        ]
+
+    @torch.no_grad()
+    def reorder_channels(self) -> None:
+        """OFA's channel re-ordering before elastic expand: most important channels first."""
+        for stage in self.stages:
+            for level in stage:
+                level.irb.reorder_channels()
+
+    def irbs(self) -> Iterable[ElasticIRB]:
+        for stage in self.stages:
+            for level in stage:
+                yield level.irb
+
+
+def build_supernet(config: SupernetConfig, seed: int = 0) -> OFAv2Supernet:
+    """A freshly initialised supernet; ``seed`` makes the initial weights reproducible."""
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        net = OFAv2Supernet(config)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return net
+
+
+def check_runnable(net: OFAv2Supernet, arch: Arch) -> None:
+    try:
+        net.set_active(arch)
+    except Natv2Error as exc:
+        raise Natv2Error(f"supernet {net.config.name} cannot run {arch.id}: {exc}") from None
