@@ -10,7 +10,7 @@ import sys
 import typer
 
 from natv2 import __version__
-from natv2.commands import space
+from natv2.commands import import_ofa, profiles, space, train_supernet, validate
 from natv2.errors import Natv2Error
 
 app = typer.Typer(
@@ -21,6 +21,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(space.app, name="space")
+app.command("import-ofa")(import_ofa.import_ofa)
+app.add_typer(profiles.app, name="profiles")
+app.command("validate")(validate.validate)
+app.command("train-supernet")(train_supernet.train_supernet)
 
 
 def _version(value: bool) -> None:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import pytest
-import torch
 
-torch.set_flush_denormal(True)
+# Before any test module imports torch: OpenMP's busy-waiting slows two-thread CPU runs up to
+# 20x on small virtual machines (see natv2/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_flush_denormal(True)
 
 
 @dataclass

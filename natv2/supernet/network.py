@@ -124,16 +124,19 @@ class OFAv2Supernet(nn.Module):
             outs.append(x)
         return outs
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, all_exits: bool = False):
+        """Logits of the active exit; with ``all_exits``, the list of every exit's logits up to
+        it (through ``forward`` so that DistributedDataParallel sees the call)."""
         feats = self.stage_features(x)
+        if all_exits:
+            return [
+                self.exits[str(s + 1)](f) for s, f in enumerate(feats) if str(s + 1) in self.exits
+            ]
         return self.exits[str(self.active.exit)](feats[-1])
 
     def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every exit head up to the active exit (only the last in a no-exit supernet)."""
-        feats = self.stage_features(x)
-        return [
-            self.exits[str(s + 1)](feats[s]) for s in range(len(feats)) if str(s + 1) in self.exits
-        ]
+        return self.forward(x, all_exits=True)
 
     @torch.no_grad()
     def reorder_channels(self) -> None:

@@ -1,0 +1,1 @@
+"""Plain module -> ONNX (float and int8), checks, parity against PyTorch, metadata, validation."""

@@ -1,0 +1,286 @@
+"""Validate any ONNX image classifier against a device profile.
+
+Counts params, MACs, flash and peak activation memory on the graph itself (at the profile's
+dtype), measures latency with onnxruntime on this host, optionally measures top-1 on a dataset's
+test split, and checks every budget of the profile. Nothing here needs the supernet: the file is
+the truth, so a model from anywhere can be checked the same way as a natv2 export.
+
+When the profile's latency is ``estimate`` (microcontrollers) the latency budget uses
+MACs / macs_per_second, and the host measurement is reported beside it only for information.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from natv2.device_profiles import BudgetCheck, Profile, load_profile
+from natv2.errors import Natv2Error
+from natv2.profiling.counters import GraphCosts, image_input, load_onnx, onnx_costs
+from natv2.profiling.latency import LatencyStats, measure_latency, physical_cores
+
+__all__ = ["DatasetLike", "ValidationReport", "top1_accuracy", "validate_onnx"]
+
+
+class DatasetLike(Protocol):
+    """What top-1 needs of a dataset (``natv2.data.DatasetSplits`` provides it)."""
+
+    test: Any  # indexable, len(); items are (uint8 3xSxS tensor, int label)
+    num_classes: int
+
+    def prepare_batch(self, x: torch.Tensor, resolution: int, train: bool) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    top1: float
+    images: int
+    dataset: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"top1": self.top1, "images": self.images, "dataset": self.dataset}
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Everything ``natv2 validate`` prints; ``exit_code`` is 0 when every budget passes."""
+
+    model: str
+    profile: Profile
+    costs: GraphCosts
+    host_latency: LatencyStats
+    estimated_latency_ms: float | None
+    accuracy: Accuracy | None
+    checks: tuple[BudgetCheck, ...]
+
+    @property
+    def latency_basis(self) -> str:
+        """What the latency budget was checked against: ``estimate`` or ``this host``."""
+        return "estimate" if self.profile.latency == "estimate" else "this host"
+
+    @property
+    def latency_ms(self) -> float:
+        if self.profile.latency == "estimate" and self.estimated_latency_ms is not None:
+            return self.estimated_latency_ms
+        return self.host_latency.median_ms
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (one document for ``--json``)."""
+        c = self.costs
+        return {
+            "model": self.model,
+            "profile": self.profile.name,
+            "profile_source": self.profile.source,
+            "dtype": c.dtype,
+            "stored_dtype": c.stored_dtype,
+            "input_shape": list(c.input_shape),
+            "output_shape": list(c.output_shape),
+            "params": c.params,
+            "macs": c.macs,
+            "macs_counter": "onnx-graph",
+            "flash_bytes": c.flash_bytes,
+            "peak_sram_bytes": c.peak_activation_bytes,
+            "peak_node": c.peak_node,
+            "latency": {
+                "budget_basis": self.latency_basis,
+                "latency_ms": self.latency_ms,
+                "estimate_ms": self.estimated_latency_ms,
+                "macs_per_second": self.profile.macs_per_second,
+                "host": self.host_latency.to_dict(),
+            },
+            "accuracy": self.accuracy.to_dict() if self.accuracy else None,
+            "checks": [ch.to_dict() for ch in self.checks],
+            "passed": self.passed,
+        }
+
+    def to_text(self) -> str:
+        """The human report: figures, then one line per budget, then the verdict."""
+        c, p, h = self.costs, self.profile, self.host_latency
+        host = (
+            f"median {h.median_ms:.3f} ms, p90 {h.p90_ms:.3f} ms (onnxruntime {h.provider}, "
+            f"{h.intra_op_threads} intra-op / {h.inter_op_threads} inter-op threads, "
+            f"{h.runs} runs after {h.warmup} warm-up)"
+        )
+        lines = [
+            f"model      {self.model}",
+            f"input      {'x'.join(map(str, c.input_shape))}   weights stored as {c.stored_dtype}",
+            f"profile    {p.name} ({p.source})",
+            f"dtype      {c.dtype} (the profile's; flash and memory below are at this dtype)",
+            f"params     {c.params:,}",
+            f"MACs       {c.macs:,} (ONNX graph counter)",
+            f"flash      {c.flash_bytes:,} bytes",
+            f"peak mem.  {c.peak_activation_bytes:,} bytes of activations (at {c.peak_node})",
+        ]
+        if self.estimated_latency_ms is not None:
+            lines.append(
+                f"latency    {self.estimated_latency_ms:.3f} ms estimate "
+                f"(MACs / {p.macs_per_second:g} MAC/s)"
+                + ("   <- checked against the budget" if p.latency == "estimate" else "")
+            )
+            lines.append(f"           this host: {host}")
+        else:
+            lines.append(f"latency    this host: {host}")
+        if self.accuracy is not None:
+            a = self.accuracy
+            lines.append(f"top-1      {100 * a.top1:.2f} % on {a.dataset} test ({a.images} images)")
+        lines.append("")
+        if not self.checks:
+            lines.append(f"budgets    none ({p.name} sets no budgets)")
+        else:
+            lines.append(f"{'budget':<24}{'value':>16}{'limit':>16}{'headroom':>22}  result")
+            for ch in self.checks:
+                label = ch.name
+                if ch.name == "latency_ms":
+                    label += f" ({self.latency_basis})"
+                lines.append(
+                    f"{label:<24}{_num(ch.value):>16}{_num(ch.budget):>16}"
+                    f"{_num(ch.headroom) + f' ({100 * ch.headroom_fraction:+.1f}%)':>22}  "
+                    f"{'pass' if ch.passed else 'FAIL'}"
+                )
+        failed = [ch.name for ch in self.checks if not ch.passed]
+        if failed:
+            lines.append(
+                f"verdict    FAIL: {len(failed)} of {len(self.checks)} budgets exceeded "
+                f"({', '.join(failed)})"
+            )
+        else:
+            lines.append(f"verdict    pass: the model fits {p.name}")
+        return "\n".join(lines)
+
+
+def _num(value: float) -> str:
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.3f}"
+
+
+def _session(model_path: str, threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = physical_cores() if threads is None else threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise Natv2Error(f"{model_path}: onnxruntime cannot load the model: {exc}") from exc
+
+
+def top1_accuracy(
+    model_path: str | Path,
+    dataset: DatasetLike,
+    resolution: int,
+    *,
+    batch_size: int = 64,
+    limit: int | None = None,
+    threads: int | None = None,
+) -> tuple[float, int]:
+    """Top-1 of the ONNX model on ``dataset.test`` (the first ``limit`` images if given),
+    images prepared by ``dataset.prepare_batch(x, resolution, train=False)``.
+    Returns (accuracy in [0, 1], number of images)."""
+    session = _session(str(model_path), threads)
+    meta = session.get_inputs()[0]
+    if isinstance(meta.shape[0], int) and meta.shape[0] > 0:
+        batch_size = meta.shape[0]  # a fixed batch: feed exactly that many
+    np_dtype = np.float16 if meta.type == "tensor(float16)" else np.float32
+    n = len(dataset.test) if limit is None else min(limit, len(dataset.test))
+    if n < 1:
+        raise Natv2Error("the dataset's test split is empty; nothing to measure top-1 on")
+    correct = 0
+    for start in range(0, n, batch_size):
+        idx = range(start, min(start + batch_size, n))
+        items = [dataset.test[i] for i in idx]
+        xs = torch.stack([x for x, _ in items])
+        ys = np.array([int(y) for _, y in items])
+        x = dataset.prepare_batch(xs, resolution, train=False)
+        x_np = x.detach().cpu().numpy().astype(np_dtype)
+        pad = batch_size - len(items) if isinstance(meta.shape[0], int) else 0
+        if pad:
+            x_np = np.concatenate([x_np, np.repeat(x_np[-1:], pad, axis=0)])
+        logits = session.run(None, {meta.name: x_np})[0]
+        logits = np.asarray(logits).reshape(logits.shape[0], -1)[: len(items)]
+        if logits.shape[1] != dataset.num_classes:
+            raise Natv2Error(
+                f"{model_path}: the model outputs {logits.shape[1]} classes but the dataset has "
+                f"{dataset.num_classes}; validate it on the dataset it was trained for"
+            )
+        correct += int((logits.argmax(axis=1) == ys).sum())
+    return correct / n, n
+
+
+def validate_onnx(
+    model_path: str | Path,
+    profile: Profile | str | Path,
+    *,
+    dataset: DatasetLike | None = None,
+    dataset_name: str | None = None,
+    resolution: int | None = None,
+    threads: int | None = None,
+    warmup: int = 20,
+    runs: int = 100,
+    batch_size: int = 64,
+    limit: int | None = None,
+) -> ValidationReport:
+    """Check ``model_path`` against ``profile`` (a Profile, a shipped name or a TOML path).
+
+    ``resolution`` sets H = W for a model with a dynamic input (and must agree with a fixed
+    one). ``dataset`` (e.g. ``natv2.data.load_dataset(...)``) adds top-1 on its test split.
+    """
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    path = str(model_path)
+    model = load_onnx(path)
+    input_shape: Sequence[int] | None = None
+    if resolution is not None:
+        if resolution < 1:
+            raise Natv2Error(f"--resolution must be a positive integer, got {resolution}")
+        channels = image_input(model, path).type.tensor_type.shape.dim[1]
+        c = channels.dim_value if channels.HasField("dim_value") else 3
+        input_shape = (1, c, resolution, resolution)
+    costs = onnx_costs(path, dtype=prof.dtype, input_shape=input_shape)
+    host = measure_latency(
+        path, costs.input_shape, intra_op_threads=threads, warmup=warmup, runs=runs
+    )
+    estimate = prof.estimate_latency_ms(costs.macs) if prof.macs_per_second else None
+    accuracy = None
+    if dataset is not None:
+        if costs.input_shape[1] != 3:
+            raise Natv2Error(
+                f"{path}: the model takes {costs.input_shape[1]} channels; datasets give RGB "
+                "(3-channel) images"
+            )
+        top1, n = top1_accuracy(
+            path,
+            dataset,
+            costs.input_shape[2],
+            batch_size=batch_size,
+            limit=limit,
+            threads=threads,
+        )
+        accuracy = Accuracy(top1, n, dataset_name or getattr(dataset, "name", "dataset"))
+    partial = ValidationReport(path, prof, costs, host, estimate, accuracy, ())
+    checks = prof.check(
+        {
+            "params": costs.params,
+            "macs": costs.macs,
+            "flash_bytes": costs.flash_bytes,
+            "peak_sram_bytes": costs.peak_activation_bytes,
+            "latency_ms": partial.latency_ms,
+        }
+    )
+    return ValidationReport(path, prof, costs, host, estimate, accuracy, tuple(checks))

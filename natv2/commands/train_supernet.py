@@ -1,0 +1,46 @@
+"""``natv2 train-supernet``: pretrain an OFAv2 supernet with Extended Progressive Shrinking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from natv2.accelerator import resolve_accelerator, shutdown
+from natv2.commands.common import dataset_help, emit_json, make_logger
+from natv2.data import load_dataset
+from natv2.pretrain import PretrainConfig, pretrain
+from natv2.space import ENCODINGS
+
+
+def train_supernet(
+    supernet: str = typer.Option(
+        "tiny", help="Preset: tiny, ofa-mbv3 (both widths) or one width, e.g. ofa-mbv3-w1.0."
+    ),
+    encoding: str = typer.Option("exits+parallel", "--encoding", "-e", help=", ".join(ENCODINGS)),
+    dataset: str = typer.Option("mnist5k", help=dataset_help()),
+    data_dir: Path | None = typer.Option(None, help="Where datasets live (default ./data)."),
+    download: bool = typer.Option(False, help="Download CIFAR when missing."),
+    schedule: str = typer.Option("cpu-demo", help="cpu-demo (minutes on a CPU) or paper."),
+    dense_skips: bool = typer.Option(False, help="Supernet with OFAv2 dense skip connections."),
+    out: Path = typer.Option(Path("supernet.pt"), help="Supernet checkpoint to write."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its checkpoint."),
+    seed: int = typer.Option(0, help="Random seed."),
+    accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Pretrain a supernet: warm-up, then elastic resolution, kernel, depth, expand, level, exit.
+
+    Under `torchrun --nproc_per_node N` the same command trains with DistributedDataParallel.
+    """
+    acc = resolve_accelerator(accelerator)
+    log = make_logger(as_json, quiet=not acc.is_main)
+    data = load_dataset(dataset, data_dir=data_dir, download=download)
+    cfg = PretrainConfig(supernet, encoding, schedule, dense_skips, seed)
+    log(f"training {supernet} ({encoding}) on {data.name} with schedule {schedule} on {acc.device}")
+    report = pretrain(cfg, data, acc, out, resume=resume, log=log)
+    if acc.is_main:
+        log(f"wrote {out}")
+        if as_json:
+            emit_json({"out": str(out), **report})
+    shutdown(acc)

@@ -1,0 +1,66 @@
+"""``natv2 validate``: check any ONNX image classifier against a device profile.
+
+Exit code 0 when every budget passes, 1 when one fails, 2 for bad input (via ``Natv2Error``).
+The work is in ``natv2.export.validate``; torch/onnxruntime are imported only when it runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from natv2.commands.common import emit_json
+
+
+def validate(
+    model: Path = typer.Argument(..., help="The ONNX model (an image classifier, N x C x H x W)."),
+    device: str = typer.Option(
+        ..., "--device", help="Device profile: a shipped name (natv2 profiles list) or a TOML path."
+    ),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Measure top-1 on this dataset's test split (e.g. cifar10)."
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Where datasets live."),
+    resolution: int | None = typer.Option(
+        None, "--resolution", min=1, help="Input H = W, for models with a dynamic input size."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="onnxruntime intra-op threads (default: physical cores)."
+    ),
+    warmup: int = typer.Option(20, "--warmup", min=0, help="Untimed runs before timing."),
+    runs: int = typer.Option(100, "--runs", min=1, help="Timed runs."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Measure top-1 on the first N test images only."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Params, MACs, flash, peak memory, latency (and top-1) of MODEL against a device profile."""
+    from natv2.device_profiles import load_profile
+    from natv2.export.validate import validate_onnx
+    from natv2.profiling.counters import image_input, load_onnx
+
+    profile = load_profile(device)  # bad input fails before anything slow runs
+    image_input(load_onnx(model), str(model))
+    splits = None
+    if dataset is not None:
+        from natv2.data import load_dataset
+
+        splits = load_dataset(dataset, data_dir=data_dir, download=False)
+    report = validate_onnx(
+        model,
+        profile,
+        dataset=splits,
+        dataset_name=dataset,
+        resolution=resolution,
+        threads=threads,
+        warmup=warmup,
+        runs=runs,
+        limit=limit,
+    )
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        typer.echo(report.to_text())
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)

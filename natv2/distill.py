@@ -1,0 +1,56 @@
+"""Knowledge distillation for supernets: KD, ENS-KD and the AEP exit weightings.
+
+AEP weightings (authors' code), for n exits with m = 1 + ... + n:
+UNIF all 1/n; ASC loss and ensemble weights i/m (rising); DESC both falling;
+MIX loss weights falling and ensemble weights rising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+WEIGHTINGS: tuple[str, ...] = ("unif", "asc", "desc", "mix")
+
+
+def exit_weights(n: int, weighting: str) -> tuple[list[float], list[float]]:
+    """(loss weights, ensemble weights) of ``n`` exits, exit 1 first."""
+    if n < 1:
+        raise ValueError("at least one exit")
+    weighting = weighting.lower()
+    m = n * (n + 1) / 2
+    rising = [i / m for i in range(1, n + 1)]
+    falling = rising[::-1]
+    if weighting == "unif":
+        return [1 / n] * n, [1 / n] * n
+    if weighting == "asc":
+        return rising, rising
+    if weighting == "desc":
+        return falling, falling
+    if weighting == "mix":
+        return falling, rising
+    raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """OFA's KD loss: cross-entropy against the teacher's probabilities."""
+    return torch.sum(-target_probs * F.log_softmax(logits, dim=1), dim=1).mean()
+
+
+def teacher_probs(exit_logits: Sequence[torch.Tensor], weighting: str = "desc") -> torch.Tensor:
+    """The teacher's soft target: its one exit's softmax, or (ENS-KD) the weighted ensemble of
+    every exit's softmax."""
+    if len(exit_logits) == 1:
+        return F.softmax(exit_logits[0].float(), dim=1)
+    _, ens = exit_weights(len(exit_logits), weighting)
+    return sum(w * F.softmax(o.float(), dim=1) for w, o in zip(ens, exit_logits, strict=True))
+
+
+def joint_exit_loss(
+    exit_logits: Sequence[torch.Tensor], labels: torch.Tensor, weighting: str
+) -> torch.Tensor:
+    """AEP joint training: the loss-weighted sum of every exit's cross-entropy."""
+    loss_w, _ = exit_weights(len(exit_logits), weighting)
+    return sum(w * F.cross_entropy(o, labels) for w, o in zip(loss_w, exit_logits, strict=True))

@@ -1,0 +1,105 @@
+"""Subnet evaluation: BatchNorm recalibration on a fixed slice of training data, then top-1.
+
+Subnets are evaluated as materialised plain modules: on this code base that is faster than
+running the sliced supernet (no per-forward weight slicing or kernel transforms; measured by
+``benchmarks/evaluation.py``), and recalibrating a plain module's BatchNorm leaves the
+supernet's statistics untouched. Prepared batches are cached per resolution, because the same
+validation and calibration images are used for every subnet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from natv2.accelerator import Accelerator
+from natv2.data import DatasetSplits, ImageSet
+from natv2.space import Arch
+from natv2.supernet.materialize import materialize
+from natv2.supernet.network import OFAv2Supernet
+
+
+def _stack(images: ImageSet, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    xs, ys = [], []
+    for i in range(len(images)):
+        x, y = images[i]
+        xs.append(x)
+        ys.append(y)
+    x = torch.stack(xs)
+    y = torch.as_tensor(ys, dtype=torch.long)
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+
+
+@dataclass
+class EvalData:
+    """Validation (or test) and calibration images, prepared once per resolution."""
+
+    data: DatasetSplits
+    split: ImageSet
+    calibration: ImageSet
+    acc: Accelerator
+    batch_size: int = 250
+    _raw: dict[str, list] = field(default_factory=dict, repr=False)
+    _prepared: dict[tuple[str, int], list] = field(default_factory=dict, repr=False)
+
+    def batches(self, which: str, resolution: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        key = (which, resolution)
+        if key not in self._prepared:
+            if which not in self._raw:
+                images = self.split if which == "eval" else self.calibration
+                self._raw[which] = _stack(images, self.batch_size)
+            self._prepared[key] = [
+                (
+                    self.acc.to_device(self.data.prepare_batch(x, resolution, train=False)),
+                    y.to(self.acc.device),
+                )
+                for x, y in self._raw[which]
+            ]
+        return self._prepared[key]
+
+
+@torch.no_grad()
+def recalibrate_bn(module: nn.Module, batches) -> None:
+    """OFA's reset_running_statistics: exact mean/var over the calibration batches."""
+    bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    module.train()
+    for x, _ in batches:
+        module(x)
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    module.eval()
+
+
+@torch.no_grad()
+def top1_and_loss(module: nn.Module, batches, acc: Accelerator) -> tuple[float, float]:
+    module.eval()
+    correct = 0
+    loss = torch.zeros((), device=acc.device)
+    n = 0
+    for x, y in batches:
+        with acc.autocast():
+            out = module(x)
+        loss += F.cross_entropy(out.float(), y, reduction="sum")
+        correct += (out.argmax(1) == y).sum()
+        n += len(y)
+    return float(correct) / n, float(loss) / n
+
+
+def evaluate_subnet(
+    supernet: OFAv2Supernet, arch: Arch, cache: EvalData, recalibrate: bool = True
+) -> dict[str, float]:
+    """Top-1 (fraction) and loss of ``arch`` on the cached split, BatchNorm recalibrated."""
+    net = materialize(supernet, arch)
+    if cache.acc.is_cuda:
+        net = net.to(memory_format=torch.channels_last)
+    if recalibrate:
+        recalibrate_bn(net, cache.batches("calib", arch.resolution))
+    top1, loss = top1_and_loss(net, cache.batches("eval", arch.resolution), cache.acc)
+    return {"top1": top1, "loss": loss}

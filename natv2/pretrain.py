@@ -1,0 +1,116 @@
+"""Pretraining a supernet family with EPS: the library call behind ``natv2 train-supernet``.
+
+Each width multiplier is its own supernet, trained in turn; a per-width training checkpoint
+(written every epoch) lets ``resume`` pick up an interrupted run, and the finished family is
+saved as one supernet checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from natv2.accelerator import Accelerator
+from natv2.data import DatasetSplits
+from natv2.evaluate import EvalData, evaluate_subnet
+from natv2.supernet.checkpoint import save_supernets
+from natv2.supernet.config import config_for_encoding, parse_supernet_name
+from natv2.supernet.network import OFAv2Supernet, build_supernet
+from natv2.train import SupernetTrainer, eps_schedule
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    supernet: str = "tiny"
+    encoding: str = "exits+parallel"
+    schedule: str = "cpu-demo"
+    dense_skips: bool = False
+    seed: int = 0
+    calibration_images: int = 500
+
+
+def training_checkpoint(out: Path, width: float) -> Path:
+    return out.with_name(f"{out.name}.w{width:.1f}.train.pt")
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    data: DatasetSplits,
+    acc: Accelerator,
+    out: Path,
+    resume: bool = False,
+    show_progress: bool = True,
+    log=print,
+) -> dict:
+    """Train every width of ``cfg.supernet`` with EPS, save the family to ``out``, and report
+    the maximal and minimal subnets' top-1 on the test split."""
+    torch.set_flush_denormal(True)
+    preset, widths = parse_supernet_name(cfg.supernet)
+    nets: dict[float, OFAv2Supernet] = {}
+    report: dict = {"supernet": cfg.supernet, "schedule": cfg.schedule, "widths": {}}
+    for width in widths:
+        config = config_for_encoding(
+            cfg.encoding,
+            preset=preset,
+            width=width,
+            num_classes=data.num_classes,
+            in_channels=data.in_channels,
+            dense_skips=cfg.dense_skips,
+        )
+        net = build_supernet(config, seed=cfg.seed)
+        trainer = SupernetTrainer(
+            net,
+            data,
+            acc,
+            eps_schedule(cfg.schedule, net.space),
+            cfg.seed,
+            show_progress=show_progress,
+        )
+        ckpt = training_checkpoint(out, width)
+        if resume and ckpt.is_file():
+            trainer.load(ckpt)
+            log(f"resuming {config.name} at step {trainer.state.step}")
+        t0 = time.perf_counter()
+        trainer.run(checkpoint=ckpt, on_epoch=lambda s, n=config.name: _log_epoch(log, n, s))
+        seconds = time.perf_counter() - t0
+        nets[width] = net
+        cache = EvalData(data, data.test, data.calibration_subset(cfg.calibration_images), acc)
+        space = net.space
+        figures = {
+            "seconds": round(seconds, 1),
+            "steps": trainer.state.step,
+            "maximal_test_top1": evaluate_subnet(net, space.maximal(), cache)["top1"],
+            "minimal_test_top1": evaluate_subnet(net, space.minimal(), cache)["top1"],
+            "history": trainer.state.history,
+        }
+        report["widths"][f"{width:.1f}"] = figures
+        top_max, top_min = figures["maximal_test_top1"], figures["minimal_test_top1"]
+        log(
+            f"{config.name}: {seconds:.0f} s, test top-1 maximal {100 * top_max:.2f}%, "
+            f"minimal {100 * top_min:.2f}%"
+        )
+    if acc.is_main:
+        meta = {
+            "dataset": data.name,
+            "encoding": cfg.encoding,
+            "schedule": cfg.schedule,
+            "seed": cfg.seed,
+            "report": {
+                w: {k: v for k, v in f.items() if k != "history"}
+                for w, f in report["widths"].items()
+            },
+        }
+        save_supernets(out, nets, meta)
+    acc.barrier()
+    return report
+
+
+def _log_epoch(log, name: str, state) -> None:
+    h = state.history[-1]
+    log(
+        f"{name} {h['step_name']:<10} epoch {h['epoch'] + 1}: loss {h['loss']:.3f} "
+        f"({h['steps']} steps, {h['seconds']:.1f} s)"
+    )

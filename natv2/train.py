@@ -1,0 +1,473 @@
+"""Supernet training: OFAv2 Extended Progressive Shrinking (EPS) and NAT's adaptation steps.
+
+EPS order (REFERENCE.md): warm-up of the maximal network (AEP joint training of its exits with
+DESC weights when the supernet has exits), then elastic resolution, kernel, depth, expand,
+level (parallel branches) and exit, each step unlocking its values progressively. Each batch
+trains several sampled subnets with gradients accumulated and one optimizer step, with
+knowledge distillation from the teacher (ENS-KD on exit supernets: the weighted ensemble of the
+teacher's exits); the teacher is re-extracted (frozen copy of the maximal network) at the end of
+each step.
+
+Reproducibility: every random draw of a step (subnets, augmentation) is derived from
+``(seed, global step, rank)``, and each epoch's data order from ``(seed, epoch)``, so a run
+resumed from a checkpoint continues exactly as if it had never stopped, and a torchrun run
+equals a single-process run that splits each batch into the same per-rank micro-batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from natv2.accelerator import Accelerator
+from natv2.data import DatasetSplits, make_loader
+from natv2.distill import joint_exit_loss, soft_cross_entropy, teacher_probs
+from natv2.errors import Natv2Error
+from natv2.space import (
+    EXITS,
+    EXPANDS,
+    KERNELS,
+    LEVELS_PER_STAGE,
+    N_STAGES,
+    RESOLUTIONS,
+    Arch,
+    Block,
+    SearchSpace,
+)
+from natv2.supernet.materialize import atomic_torch_save
+from natv2.supernet.network import OFAv2Supernet
+
+TRAIN_FORMAT = "natv2-train/1"
+ArchSampler = Callable[[np.random.Generator, int], list[Arch]]
+
+
+@dataclass(frozen=True)
+class ElasticChoices:
+    """The values an EPS phase may sample for each elastic dimension."""
+
+    resolutions: tuple[int, ...] = RESOLUTIONS
+    kernels: tuple[int, ...] = KERNELS
+    expands: tuple[int, ...] = EXPANDS
+    depths: tuple[int, ...] = (2, 3, 4)
+    branch_masks: tuple[int, ...] = tuple(range(1, 8))
+    exits: tuple[int, ...] = EXITS
+
+    def sample(self, space: SearchSpace, rng: np.random.Generator, resolution: int) -> Arch:
+        width = space.widths[-1]
+        masks = self.branch_masks if space.parallel else (1,)
+        exits = self.exits if space.has_exits else (EXITS[-1],)
+        levels: list[Block | None] = []
+        for _ in range(N_STAGES):
+            depth = int(rng.choice(self.depths))
+            for i in range(LEVELS_PER_STAGE):
+                if i < depth:
+                    levels.append(
+                        Block(
+                            int(rng.choice(masks)),
+                            int(rng.choice(self.expands)),
+                            int(rng.choice(self.kernels)),
+                        )
+                    )
+                else:
+                    levels.append(None)
+        arch = Arch(resolution, width, int(rng.choice(exits)), tuple(levels))
+        return space.decode(space.encode(arch))
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One EPS phase: which values are unlocked, for how long, at what learning rate."""
+
+    step: str  # warmup | resolution | kernel | depth | expand | level | exit | adapt
+    epochs: int
+    lr: float
+    choices: ElasticChoices
+    subnets_per_batch: int = 1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    phases: tuple[Phase, ...]
+    batch_size: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    kd_ratio: float = 1.0
+    exit_weighting: str = "desc"
+    steps_per_epoch: int | None = None  # cap (CPU demos and tests); None = the whole split
+    warmup_lr_steps: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _eps_phases(
+    epochs: dict[str, int], lrs: tuple[float, float], subnets: int, resolutions: tuple[int, ...]
+) -> tuple[Phase, ...]:
+    """The EPS sequence; ``epochs[step]`` is the length of each phase of that step."""
+    full = ElasticChoices(
+        resolutions=(max(resolutions),),
+        kernels=(7,),
+        expands=(6,),
+        depths=(4,),
+        branch_masks=(7,),
+        exits=(5,),
+    )
+    warm_lr, lr = lrs
+    phases = [Phase("warmup", epochs["warmup"], warm_lr, full)]
+    c = replace(full, resolutions=tuple(resolutions))
+    phases.append(Phase("resolution", epochs["resolution"], lr, c, subnets))
+    c = replace(c, kernels=(7, 5, 3))
+    phases.append(Phase("kernel", epochs["kernel"], lr, c, subnets))
+    for depths in ((4, 3), (4, 3, 2)):
+        c = replace(c, depths=depths)
+        phases.append(Phase("depth", epochs["depth"], lr, c, subnets))
+    for expands in ((6, 4), (6, 4, 3)):
+        c = replace(c, expands=expands)
+        phases.append(Phase("expand", epochs["expand"], lr, c, subnets))
+    for masks in ((7, 5, 3, 1), tuple(range(1, 8))):
+        c = replace(c, branch_masks=masks)
+        phases.append(Phase("level", epochs["level"], lr, c, subnets))
+    for exits in ((5, 4, 3), (5, 4, 3, 2, 1)):
+        c = replace(c, exits=exits)
+        phases.append(Phase("exit", epochs["exit"], lr, c, subnets))
+    return tuple(phases)
+
+
+def eps_schedule(name: str, space: SearchSpace) -> Schedule:
+    """``cpu-demo``: minutes on two CPU cores (tiny supernet, mnist5k); ``paper``: OFA's EPS
+    epochs with NATv2's hyper-parameters (SGD 0.9, wd 3e-4, lr 2.5e-3 cosine, warm-up 7.5e-3,
+    batch 256, 4 subnets per batch, KD ratio 1)."""
+    if name == "cpu-demo":
+        epochs = dict.fromkeys(("resolution", "kernel", "depth", "expand", "level", "exit"), 1)
+        epochs["warmup"] = 4
+        phases = _eps_phases(epochs, (0.05, 0.02), 2, space.resolutions)
+        schedule = Schedule("cpu-demo", phases, batch_size=64, steps_per_epoch=20)
+    elif name == "paper":
+        epochs = {"warmup": 180, "resolution": 25, "kernel": 120, "depth": 120, "expand": 120}
+        epochs |= {"level": 120, "exit": 120}
+        schedule = Schedule("paper", _eps_phases(epochs, (7.5e-3, 2.5e-3), 4, space.resolutions))
+    elif name == "test":
+        epochs = dict.fromkeys(("resolution", "kernel", "depth", "expand", "level", "exit"), 1)
+        epochs["warmup"] = 1
+        phases = _eps_phases(epochs, (0.05, 0.02), 2, space.resolutions)
+        schedule = Schedule("test", phases, batch_size=32, steps_per_epoch=2)
+    else:
+        raise Natv2Error(f"unknown schedule {name!r}; choose cpu-demo or paper")
+    # drop the steps this supernet has no dimension for
+    keep = [
+        p
+        for p in schedule.phases
+        if not (p.step == "level" and not space.parallel)
+        and not (p.step == "exit" and not space.has_exits)
+    ]
+    return replace(schedule, phases=tuple(keep))
+
+
+def phase_sampler(phase: Phase, space: SearchSpace) -> ArchSampler:
+    """Sample ``k`` subnets sharing one resolution (OFA: one resolution per batch)."""
+
+    def sample(rng: np.random.Generator, k: int) -> list[Arch]:
+        resolution = int(rng.choice(phase.choices.resolutions))
+        if phase.step == "warmup":
+            return [replace(space.maximal(), resolution=resolution)]
+        return [phase.choices.sample(space, rng, resolution) for _ in range(k)]
+
+    return sample
+
+
+@dataclass
+class TrainState:
+    """Where a training run is: restored from a checkpoint by ``--resume``."""
+
+    phase: int = 0
+    epoch: int = 0  # epochs finished in the current phase
+    step: int = 0  # global optimizer steps
+    history: list[dict] = field(default_factory=list)
+
+
+def _cosine(lr: float, t: int, total: int) -> float:
+    return 0.5 * lr * (1 + math.cos(math.pi * min(t, total) / max(total, 1)))
+
+
+def _step_seed(seed: int, step: int, rank: int) -> np.random.Generator:
+    return np.random.default_rng([seed, step, rank])
+
+
+def _torch_seed(*keys: int) -> int:
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class SupernetTrainer:
+    """Trains one supernet (one width) through a sequence of phases.
+
+    ``micro_batches`` splits each batch as ``micro_batches`` ranks would: a single process with
+    ``micro_batches = N`` computes what N torchrun ranks compute together.
+    """
+
+    def __init__(
+        self,
+        net: OFAv2Supernet,
+        data: DatasetSplits,
+        acc: Accelerator,
+        schedule: Schedule,
+        seed: int = 0,
+        micro_batches: int = 1,
+        show_progress: bool = True,
+    ) -> None:
+        self.net = net.to(acc.device)
+        self.data = data
+        self.acc = acc
+        self.schedule = schedule
+        self.seed = seed
+        self.micro = micro_batches
+        self.show_progress = show_progress and acc.is_main
+        self.space = net.space
+        self.state = TrainState()
+        self.teacher: OFAv2Supernet | None = None
+        self.optimizer = torch.optim.SGD(
+            net.parameters(),
+            lr=schedule.phases[0].lr if schedule.phases else 0.0,
+            momentum=schedule.momentum,
+            weight_decay=schedule.weight_decay,
+            nesterov=True,
+        )
+        self.model: nn.Module = net
+        if acc.distributed:
+            self.model = nn.parallel.DistributedDataParallel(
+                net,
+                device_ids=[acc.device.index] if acc.is_cuda else None,
+                find_unused_parameters=True,
+            )
+        if schedule.batch_size % (acc.world_size * micro_batches):
+            raise Natv2Error(
+                f"batch size {schedule.batch_size} is not divisible by "
+                f"{acc.world_size * micro_batches} processes/micro-batches"
+            )
+        self.local_batch = schedule.batch_size // acc.world_size
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": TRAIN_FORMAT,
+            "config": self.net.config.to_dict(),
+            "schedule": self.schedule.name,
+            "seed": self.seed,
+            "supernet": self.net.state_dict(),
+            "teacher": None if self.teacher is None else self.teacher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "progress": {
+                "phase": self.state.phase,
+                "epoch": self.state.epoch,
+                "step": self.state.step,
+            },
+            "history": self.state.history,
+        }
+
+    def save(self, path: Path) -> None:
+        if self.acc.is_main:
+            atomic_torch_save(self.state_dict(), path)
+        self.acc.barrier()
+
+    def load(self, path: Path) -> None:
+        try:
+            doc = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise Natv2Error(
+                f"{path}: cannot read the training checkpoint ({type(exc).__name__}); "
+                "delete it and start again without --resume"
+            ) from None
+        if not isinstance(doc, dict) or doc.get("format") != TRAIN_FORMAT:
+            raise Natv2Error(f"{path}: not a natv2 training checkpoint; start without --resume")
+        if doc["config"] != self.net.config.to_dict() or doc["schedule"] != self.schedule.name:
+            raise Natv2Error(
+                f"{path}: checkpoint was made with another supernet or schedule "
+                f"({doc['schedule']}); use the same options as the interrupted run"
+            )
+        self.net.load_state_dict(doc["supernet"])
+        if doc["teacher"] is not None:
+            self.teacher = copy.deepcopy(self.net)
+            self.teacher.load_state_dict(doc["teacher"])
+            self.teacher.eval().requires_grad_(False)
+        self.optimizer.load_state_dict(doc["optimizer"])
+        p = doc["progress"]
+        self.state = TrainState(
+            int(p["phase"]), int(p["epoch"]), int(p["step"]), list(doc["history"])
+        )
+
+    # --- training ---------------------------------------------------------------------------
+    def extract_teacher(self) -> None:
+        """Freeze a copy of the current supernet; its maximal network teaches from now on."""
+        self.teacher = copy.deepcopy(self.net).eval().requires_grad_(False)
+
+    def _teacher_target(self, x: torch.Tensor, arch: Arch) -> torch.Tensor | None:
+        if self.teacher is None or self.schedule.kd_ratio <= 0:
+            return None
+        self.teacher.set_active(replace(self.teacher.space.maximal(), resolution=arch.resolution))
+        with torch.no_grad(), self.acc.autocast():
+            outs = self.teacher.forward_exits(x) if self.space.has_exits else [self.teacher(x)]
+        return teacher_probs(outs, self.schedule.exit_weighting)
+
+    def _subnet_loss(self, x, y, arch: Arch, warmup: bool, target) -> torch.Tensor:
+        self.net.set_active(arch)
+        with self.acc.autocast():
+            if warmup and self.space.has_exits:
+                outs = self.model(x, all_exits=True)
+                return joint_exit_loss([o.float() for o in outs], y, self.schedule.exit_weighting)
+            out = self.model(x).float()
+        loss = F.cross_entropy(out, y)
+        if target is not None:
+            loss = loss + self.schedule.kd_ratio * soft_cross_entropy(out, target)
+        return loss
+
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor, phase: Phase, sampler) -> float:
+        rng = _step_seed(self.seed, self.state.step, 0)
+        archs = sampler(rng, phase.subnets_per_batch)
+        warmup = phase.step == "warmup"
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for j in range(self.micro):
+            chunk = self.acc.rank * self.micro + j
+            gen = torch.Generator().manual_seed(_torch_seed(self.seed, self.state.step, chunk))
+            xc = self.data.prepare_batch(xb[j :: self.micro], archs[0].resolution, True, gen)
+            xc = self.acc.to_device(xc)
+            yc = yb[j :: self.micro].to(self.acc.device, non_blocking=True)
+            target = None if warmup else self._teacher_target(xc, archs[0])
+            for arch in archs:
+                loss = self._subnet_loss(xc, yc, arch, warmup, target) / self.micro
+                loss.backward()
+                total += loss.detach()
+        self.optimizer.step()
+        self.state.step += 1
+        return total
+
+    def run(
+        self,
+        checkpoint: Path | None = None,
+        max_steps: int | None = None,
+        on_epoch: Callable[[TrainState], None] | None = None,
+        sampler: ArchSampler | None = None,
+    ) -> TrainState:
+        """Train every remaining phase; checkpoint after each epoch (rank 0, atomically)."""
+        phases = self.schedule.phases
+        steps_done_at_start = self.state.step
+        while self.state.phase < len(phases):
+            index = self.state.phase
+            phase = phases[index]
+            if (
+                phase.step == "expand"
+                and self.state.epoch == 0
+                and phases[index - 1].step != "expand"
+            ):
+                self.net.reorder_channels()
+            if phase.step != "warmup" and self.teacher is None:
+                self.extract_teacher()
+            phase_sample = sampler or phase_sampler(phase, self.space)
+            while self.state.epoch < phase.epochs:
+                stats = self._epoch(phase, phase_sample, index, max_steps, steps_done_at_start)
+                if stats is None:  # max_steps reached mid-epoch (tests, smoke runs)
+                    return self.state
+                self.state.epoch += 1
+                self.state.history.append(stats)
+                if checkpoint is not None:
+                    self.save(checkpoint)
+                if on_epoch is not None:
+                    on_epoch(self.state)
+            next_step = phases[index + 1].step if index + 1 < len(phases) else None
+            if next_step != phase.step:
+                self.extract_teacher()
+            self.state.phase += 1
+            self.state.epoch = 0
+            if checkpoint is not None:
+                self.save(checkpoint)
+        return self.state
+
+    def _epoch(self, phase: Phase, sampler, index: int, max_steps, start_step) -> dict | None:
+        epoch_id = sum(p.epochs for p in self.schedule.phases[:index]) + self.state.epoch
+        loader = make_loader(
+            self.data.train,
+            self.local_batch,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+            distributed=True,
+            rank=self.acc.rank,
+            world_size=self.acc.world_size,
+            **self.acc.loader_kwargs,
+        )
+        loader.sampler.set_epoch(epoch_id)
+        n_steps = len(loader)
+        if self.schedule.steps_per_epoch is not None:
+            n_steps = min(n_steps, self.schedule.steps_per_epoch)
+        total_steps = n_steps * phase.epochs
+        self.net.train()
+        losses = []
+        t0 = time.perf_counter()
+        bar = tqdm(
+            total=n_steps,
+            desc=f"{phase.step} {self.state.epoch + 1}/{phase.epochs}",
+            disable=not self.show_progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for i, (xb, yb) in enumerate(loader):
+            if i >= n_steps:
+                break
+            if max_steps is not None and self.state.step - start_step >= max_steps:
+                bar.close()
+                return None
+            lr = _cosine(phase.lr, self.state.epoch * n_steps + i, total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            losses.append(self.train_step(xb, yb, phase, sampler))
+            if i % 10 == 0:
+                bar.set_postfix(loss=f"{float(losses[-1]):.3f}", lr=f"{lr:.2e}")
+            bar.update(1)
+        bar.close()
+        mean_loss = (
+            float(torch.stack([torch.as_tensor(v) for v in losses]).mean()) if losses else 0.0
+        )
+        return {
+            "phase": index,
+            "step_name": phase.step,
+            "epoch": self.state.epoch,
+            "loss": mean_loss,
+            "steps": len(losses),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+
+
+def adaptation_schedule(
+    epochs: int, lr: float, batch_size: int, steps_per_epoch: int | None, subnets: int = 4
+) -> Schedule:
+    """NAT's adaptation: the last EPS phase (everything unlocked), ``subnets`` per batch."""
+    return Schedule(
+        "adapt",
+        (Phase("adapt", epochs, lr, ElasticChoices(), subnets),),
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def front_sampler(front: Sequence[np.ndarray], space: SearchSpace) -> ArchSampler:
+    """NAT: sample each gene from its empirical distribution over the current front."""
+    columns = np.asarray(front, dtype=np.int64)
+
+    def sample(rng: np.random.Generator, k: int) -> list[Arch]:
+        picks = columns[
+            rng.integers(len(columns), size=(k, columns.shape[1])), np.arange(columns.shape[1])
+        ]
+        picks[:, 0] = picks[0, 0]  # one resolution per batch, as in EPS
+        return [space.decode(v) for v in space.canonical_batch(picks)]
+
+    return sample
