@@ -10,7 +10,17 @@ import sys
 import typer
 
 from natv2 import __version__
-from natv2.commands import import_ofa, profiles, space, train_supernet, validate
+from natv2.commands import (
+    import_ofa,
+    predictors,
+    profiles,
+    search,
+    space,
+    train_supernet,
+    validate,
+)
+from natv2.commands.export import export as export_command
+from natv2.commands.postprocess import postprocess as postprocess_command
 from natv2.errors import Natv2Error
 
 app = typer.Typer(
@@ -21,10 +31,14 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(space.app, name="space")
+app.add_typer(predictors.app, name="predictors")
 app.command("import-ofa")(import_ofa.import_ofa)
 app.add_typer(profiles.app, name="profiles")
 app.command("validate")(validate.validate)
 app.command("train-supernet")(train_supernet.train_supernet)
+app.command("search")(search.search)
+app.command("export")(export_command)
+app.command("postprocess")(postprocess_command)
 
 
 def _version(value: bool) -> None:

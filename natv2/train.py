@@ -1,12 +1,13 @@
 """Supernet training: OFAv2 Extended Progressive Shrinking (EPS) and NAT's adaptation steps.
 
-EPS order (REFERENCE.md): warm-up of the maximal network (AEP joint training of its exits with
-DESC weights when the supernet has exits), then elastic resolution, kernel, depth, expand,
-level (parallel branches) and exit, each step unlocking its values progressively. Each batch
-trains several sampled subnets with gradients accumulated and one optimizer step, with
-knowledge distillation from the teacher (ENS-KD on exit supernets: the weighted ensemble of the
-teacher's exits); the teacher is re-extracted (frozen copy of the maximal network) at the end of
-each step.
+EPS order (REFERENCE.md): the maximal network first (``teacher``: plain cross-entropy on its
+final exit; OFAv2 starts from OFA's pretrained network, natv2 trains it from scratch), its
+warm-up (AEP joint training of its exits with DESC weights, exit supernets only), then elastic
+resolution, kernel, depth, expand, level (parallel branches) and exit, each step unlocking its
+values progressively. Each batch trains several sampled subnets with gradients accumulated and
+one optimizer step, with knowledge distillation from the teacher (ENS-KD on exit supernets: the
+weighted ensemble of the teacher's exits); the teacher is re-extracted (frozen copy of the
+maximal network) at the end of each step.
 
 Reproducibility: every random draw of a step (subnets, augmentation) is derived from
 ``(seed, global step, rank)``, and each epoch's data order from ``(seed, epoch)``, so a run
@@ -88,7 +89,7 @@ class ElasticChoices:
 class Phase:
     """One EPS phase: which values are unlocked, for how long, at what learning rate."""
 
-    step: str  # warmup | resolution | kernel | depth | expand | level | exit | adapt
+    step: str  # teacher | warmup | resolution | kernel | depth | expand | level | exit | adapt
     epochs: int
     lr: float
     choices: ElasticChoices
@@ -124,7 +125,10 @@ def _eps_phases(
         exits=(5,),
     )
     warm_lr, lr = lrs
-    phases = [Phase("warmup", epochs["warmup"], warm_lr, full)]
+    phases = [
+        Phase("teacher", epochs["teacher"], warm_lr, full),
+        Phase("warmup", epochs["warmup"], warm_lr, full),
+    ]
     c = replace(full, resolutions=tuple(resolutions))
     phases.append(Phase("resolution", epochs["resolution"], lr, c, subnets))
     c = replace(c, kernels=(7, 5, 3))
@@ -150,16 +154,16 @@ def eps_schedule(name: str, space: SearchSpace) -> Schedule:
     batch 256, 4 subnets per batch, KD ratio 1)."""
     if name == "cpu-demo":
         epochs = dict.fromkeys(("resolution", "kernel", "depth", "expand", "level", "exit"), 1)
-        epochs["warmup"] = 4
-        phases = _eps_phases(epochs, (0.05, 0.02), 2, space.resolutions)
-        schedule = Schedule("cpu-demo", phases, batch_size=64, steps_per_epoch=20)
+        epochs |= {"teacher": 4, "warmup": 1}
+        phases = _eps_phases(epochs, (0.1, 0.05), 2, space.resolutions)
+        schedule = Schedule("cpu-demo", phases, batch_size=64, steps_per_epoch=15)
     elif name == "paper":
-        epochs = {"warmup": 180, "resolution": 25, "kernel": 120, "depth": 120, "expand": 120}
-        epochs |= {"level": 120, "exit": 120}
+        epochs = {"teacher": 180, "warmup": 25, "resolution": 25, "kernel": 120, "depth": 120}
+        epochs |= {"expand": 120, "level": 120, "exit": 120}
         schedule = Schedule("paper", _eps_phases(epochs, (7.5e-3, 2.5e-3), 4, space.resolutions))
     elif name == "test":
         epochs = dict.fromkeys(("resolution", "kernel", "depth", "expand", "level", "exit"), 1)
-        epochs["warmup"] = 1
+        epochs |= {"teacher": 1, "warmup": 1}
         phases = _eps_phases(epochs, (0.05, 0.02), 2, space.resolutions)
         schedule = Schedule("test", phases, batch_size=32, steps_per_epoch=2)
     else:
@@ -169,7 +173,7 @@ def eps_schedule(name: str, space: SearchSpace) -> Schedule:
         p
         for p in schedule.phases
         if not (p.step == "level" and not space.parallel)
-        and not (p.step == "exit" and not space.has_exits)
+        and not (p.step in ("exit", "warmup") and not space.has_exits)
     ]
     return replace(schedule, phases=tuple(keep))
 
@@ -179,7 +183,7 @@ def phase_sampler(phase: Phase, space: SearchSpace) -> ArchSampler:
 
     def sample(rng: np.random.Generator, k: int) -> list[Arch]:
         resolution = int(rng.choice(phase.choices.resolutions))
-        if phase.step == "warmup":
+        if phase.step in ("teacher", "warmup"):
             return [replace(space.maximal(), resolution=resolution)]
         return [phase.choices.sample(space, rng, resolution) for _ in range(k)]
 
@@ -318,10 +322,10 @@ class SupernetTrainer:
             outs = self.teacher.forward_exits(x) if self.space.has_exits else [self.teacher(x)]
         return teacher_probs(outs, self.schedule.exit_weighting)
 
-    def _subnet_loss(self, x, y, arch: Arch, warmup: bool, target) -> torch.Tensor:
+    def _subnet_loss(self, x, y, arch: Arch, joint: bool, target) -> torch.Tensor:
         self.net.set_active(arch)
         with self.acc.autocast():
-            if warmup and self.space.has_exits:
+            if joint:
                 outs = self.model(x, all_exits=True)
                 return joint_exit_loss([o.float() for o in outs], y, self.schedule.exit_weighting)
             out = self.model(x).float()
@@ -333,7 +337,8 @@ class SupernetTrainer:
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor, phase: Phase, sampler) -> float:
         rng = _step_seed(self.seed, self.state.step, 0)
         archs = sampler(rng, phase.subnets_per_batch)
-        warmup = phase.step == "warmup"
+        maximal_only = phase.step in ("teacher", "warmup")
+        joint = phase.step == "warmup" and self.space.has_exits
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for j in range(self.micro):
@@ -342,14 +347,14 @@ class SupernetTrainer:
             xc = self.data.prepare_batch(xb[j :: self.micro], archs[0].resolution, True, gen)
             xc = self.acc.to_device(xc)
             yc = yb[j :: self.micro].to(self.acc.device, non_blocking=True)
-            target = None if warmup else self._teacher_target(xc, archs[0])
+            target = None if maximal_only else self._teacher_target(xc, archs[0])
             for arch in archs:
-                loss = self._subnet_loss(xc, yc, arch, warmup, target) / self.micro
+                loss = self._subnet_loss(xc, yc, arch, joint, target) / self.micro
                 loss.backward()
                 total += loss.detach()
         self.optimizer.step()
         self.state.step += 1
-        return total
+        return total / len(archs)  # mean loss of one subnet
 
     def run(
         self,
@@ -370,7 +375,7 @@ class SupernetTrainer:
                 and phases[index - 1].step != "expand"
             ):
                 self.net.reorder_channels()
-            if phase.step != "warmup" and self.teacher is None:
+            if phase.step not in ("teacher", "warmup") and self.teacher is None:
                 self.extract_teacher()
             phase_sample = sampler or phase_sampler(phase, self.space)
             while self.state.epoch < phase.epochs:

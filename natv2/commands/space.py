@@ -6,6 +6,7 @@ import numpy as np
 import typer
 
 from natv2.commands.common import emit_json, vector_text
+from natv2.errors import Natv2Error
 from natv2.space import ENCODINGS, SAMPLERS, SearchSpace, parse_vector
 
 app = typer.Typer(help="The OFAv2 search space: sample, decode and cost encoding vectors.")
@@ -62,3 +63,130 @@ def decode(
     typer.echo(f"canonical vector: {vector_text(rec['vector'])}")
     if not rec["canonical"]:
         typer.echo("(the given vector is not canonical; the line above is what the supernet runs)")
+
+
+def _num(value: float) -> str:
+    return f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
+
+
+_COST_LABELS = {
+    "params": ("params", ""),
+    "macs": ("MACs", ""),
+    "peak_sram_bytes": ("peak SRAM", " B"),
+    "flash_bytes": ("flash", " B"),
+    "latency_ms": ("latency (estimate)", " ms"),
+}
+
+
+@app.command()
+def cost(
+    vector: str = typer.Argument(..., help="Comma-separated integers, e.g. 4,1,4,9,9,0,0,..."),
+    encoding: str = EncodingOpt,
+    supernet: str = typer.Option(
+        "tiny",
+        "--supernet",
+        help="Supernet preset: tiny-w1.0, ofa-mbv3-w1.2, ... or tiny / ofa-mbv3 (width from the "
+        "vector).",
+    ),
+    classes: int = typer.Option(10, "--classes", help="Classes of the classifier head."),
+    dense_skips: bool = typer.Option(False, "--dense-skips", help="Dense skips inside stages."),
+    dtype: str | None = typer.Option(
+        None,
+        "--dtype",
+        help="int8 | float16 | float32 (bytes of activations and weights); default float32, "
+        "or the profile's dtype with --device.",
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="A device profile (shipped name or TOML path): check its budgets."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """What a subnet costs (params, MACs, peak SRAM, flash) and, with --device, whether it fits.
+
+    A report: exit 0 whatever the verdict; 2 for bad input.
+    """
+    from natv2.device_profiles import load_profile
+    from natv2.profiling.cost import DTYPE_BYTES, subnet_cost
+    from natv2.supernet.config import config_for_encoding, parse_supernet_name
+
+    preset, widths = parse_supernet_name(supernet)
+    profile = load_profile(device) if device is not None else None
+    if dtype is not None and dtype not in DTYPE_BYTES:
+        raise Natv2Error(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPE_BYTES)}")
+    if profile is not None and dtype is not None and dtype != profile.dtype:
+        raise Natv2Error(
+            f"--dtype {dtype} conflicts with device profile '{profile.name}', which runs "
+            f"{profile.dtype}; leave --dtype out to cost at the profile's dtype"
+        )
+    dtype = profile.dtype if profile is not None else (dtype or "float32")
+    space = SearchSpace(encoding, widths=widths)
+    given = parse_vector(vector)
+    arch = space.decode(given)
+    config = config_for_encoding(
+        encoding,
+        preset=preset,
+        width=arch.width,
+        num_classes=classes,
+        dense_skips=dense_skips,
+    )
+    figures: dict = subnet_cost(arch, config, dtype).as_dict()
+    rec = subnet_json(space, given)
+    doc: dict = {
+        "id": rec["id"],
+        "encoding": encoding,
+        "vector": rec["vector"],
+        "canonical": rec["vector"] == [int(x) for x in given],
+        "supernet": config.name,
+        "num_classes": classes,
+        "dense_skips": dense_skips,
+        **figures,
+        "latency_ms": None,
+        "profile": None,
+    }
+    if profile is not None:
+        if profile.macs_per_second:
+            doc["latency_ms"] = profile.estimate_latency_ms(figures["macs"])
+        checks = profile.check({k: doc[k] for k in _COST_LABELS})
+        resolution_ok = arch.resolution in profile.resolutions
+        doc["profile"] = {
+            "name": profile.name,
+            "source": profile.source,
+            "dtype": profile.dtype,
+            "resolution_allowed": resolution_ok,
+            "checks": [c.to_dict() for c in checks],
+            "fits": resolution_ok and all(c.passed for c in checks),
+        }
+    if as_json:
+        emit_json(doc)
+        return
+    dense = "on" if dense_skips else "off"
+    typer.echo(f"{arch.id}  ({encoding}, {config.name}, {classes} classes, dense skips {dense})")
+    if not doc["canonical"]:
+        typer.echo(f"canonical vector: {vector_text(doc['vector'])}")
+    for key, (label, unit) in _COST_LABELS.items():
+        if doc.get(key) is not None:
+            at = f" ({dtype})" if key in ("peak_sram_bytes", "flash_bytes") else ""
+            typer.echo(f"  {label:<19} {_num(doc[key]):>16}{unit}{at}")
+    if profile is None:
+        return
+    prof = doc["profile"]
+    typer.echo(f"device profile {profile.name} ({profile.source}):")
+    if not prof["checks"]:
+        typer.echo("  no budgets")
+    for c in checks:
+        mark = "ok  " if c.passed else "OVER"
+        typer.echo(
+            f"  {mark} {c.budget_key:<20} {_num(c.value):>16} of {_num(c.budget):>16}"
+            f"   headroom {_num(c.headroom)} ({c.headroom_fraction:+.1%})"
+        )
+    if not prof["resolution_allowed"]:
+        typer.echo(
+            f"  OVER resolution {arch.resolution} is not among the profile's "
+            f"{', '.join(map(str, profile.resolutions))}"
+        )
+    if profile.latency == "measure" and "max_latency_ms" in profile.budgets:
+        typer.echo("  (latency is measured on the device: export and validate the subnet)")
+    failed = [c.budget_key for c in checks if not c.passed]
+    if not prof["resolution_allowed"]:
+        failed.append("resolution")
+    typer.echo("verdict: fits" if prof["fits"] else f"verdict: does not fit ({', '.join(failed)})")

@@ -157,6 +157,11 @@ def build_supernet(config: SupernetConfig, seed: int = 0) -> OFAv2Supernet:
     try:
         torch.manual_seed(seed)
         net = OFAv2Supernet(config)
+        # zero-init the last BatchNorm of every residual IRB: each starts as an identity, which
+        # trains deep MobileNets much faster from scratch (Goyal et al., 2017)
+        for irb in net.irbs():
+            if irb.residual:
+                nn.init.zeros_(irb.project_bn.weight)
     finally:
         torch.random.set_rng_state(gen_state)
     return net

@@ -1,0 +1,528 @@
+"""The export folder: build every artefact, check it, report it, then move it into place.
+
+:func:`export_folder` takes a plain, eval-ready ``nn.Module`` (a materialised ``Subnet``, a
+fine-tuned one, an AEP ensemble) with its Arch, and writes::
+
+    OUT/model.onnx        float32, dynamic batch, metadata (natv2.export.onnx)
+    OUT/model.int8.onnx   QDQ int8 (when the profile's dtype is int8, or asked for)
+    OUT/model.pt          state dict of the plain module   } written by the caller's
+    OUT/arch.json         rebuilds it without the supernet } ``save_module``
+    OUT/report.json       everything below, with the sha256 of every other file
+
+Nothing is written until every check has passed: the folder is built in a temporary sibling
+``.OUT.tmp-*`` and renamed into place at the end; an existing OUT is replaced only then (and
+only if it is an export folder or empty). On any failure no trace is left.
+
+Figures: params (module, BatchNorm-folded, graph) and MACs (graph, fvcore, cost model) from
+``natv2.export.onnx.check_counts``; flash and peak SRAM at the profile's dtype from the graph
+counter and the cost model; parity of onnxruntime against PyTorch; top-1 of the float and int8
+models on the test split and how often they agree; onnxruntime latency on this host (and the
+profile's MACs-based estimate); the profile's verdict on the deployed model (the int8 file for
+int8 profiles).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from natv2 import __version__
+from natv2.device_profiles import Profile
+from natv2.errors import Natv2Error
+from natv2.export.onnx import (
+    EXPORTER,
+    INPUT_NAME,
+    ONNX_OPSET,
+    OUTPUT_NAME,
+    PARITY_RTOL,
+    check_counts,
+    check_onnx,
+    check_parity,
+    ort_session,
+    parity_cases,
+    run_session,
+    set_metadata,
+    to_onnx,
+)
+from natv2.profiling.counters import onnx_costs
+from natv2.profiling.latency import measure_latency
+from natv2.space import Arch
+
+__all__ = ["EXPORT_FORMAT", "FLOAT_FILE", "INT8_FILE", "REPORT_FILE", "export_folder", "summary"]
+
+EXPORT_FORMAT = "natv2-export/1"
+FLOAT_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+REPORT_FILE = "report.json"
+# What an export folder may hold: an existing OUT with anything else is not replaced.
+_EXPORT_FILES = frozenset({FLOAT_FILE, INT8_FILE, REPORT_FILE, "model.pt", "arch.json"})
+PARITY_BATCHES = (1, 7)
+
+
+def _log_nothing(_message: str) -> None:
+    pass
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_target(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise Natv2Error(f"--out {out} is a file; give a folder for the export")
+    if out.is_dir():
+        stray = [p.name for p in out.iterdir() if p.name not in _EXPORT_FILES]
+        if stray:
+            raise Natv2Error(
+                f"--out {out} exists and is not an export folder (it holds {', '.join(stray[:3])}"
+                f"{' ...' if len(stray) > 3 else ''}); choose a new folder or remove it"
+            )
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` to ``out``, replacing an old ``out`` only now."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _images(split, n: int) -> torch.Tensor:
+    n = min(n, len(split))
+    return torch.stack([split[i][0] for i in range(n)])
+
+
+def _calibration_set(dataset, n: int):
+    if hasattr(dataset, "calibration_subset"):
+        return dataset.calibration_subset(n)
+    return [dataset.train[i] for i in range(min(n, len(dataset.train)))]
+
+
+def _prepared_batches(dataset, images, resolution: int, batch: int = 100) -> list[torch.Tensor]:
+    out = []
+    for start in range(0, len(images), batch):
+        xs = torch.stack([images[i][0] for i in range(start, min(start + batch, len(images)))])
+        out.append(dataset.prepare_batch(xs, resolution, train=False))
+    return out
+
+
+def _predictions(session, dataset, resolution: int, limit: int | None, batch: int = 256):
+    n = len(dataset.test) if limit is None else min(limit, len(dataset.test))
+    preds, labels = [], []
+    for start in range(0, n, batch):
+        items = [dataset.test[i] for i in range(start, min(start + batch, n))]
+        xs = torch.stack([x for x, _ in items])
+        x = dataset.prepare_batch(xs, resolution, train=False)
+        preds.append(run_session(session, x).argmax(1))
+        labels.append(np.array([int(y) for _, y in items]))
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+def export_folder(
+    module: nn.Module,
+    out: str | Path,
+    *,
+    arch: Arch,
+    save_module: Callable[[Path], None],
+    encoding: str | None = None,
+    vector: Sequence[int] | None = None,
+    cost_config=None,
+    cost_counts: dict[str, int] | None = None,
+    profile: Profile | None = None,
+    dataset=None,
+    int8: bool | None = None,
+    search_accuracy: float | None = None,
+    source: dict[str, Any] | None = None,
+    latency_runs: int = 50,
+    latency_warmup: int = 10,
+    threads: int | None = None,
+    calibration_images: int = 300,
+    test_limit: int | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = _log_nothing,
+) -> dict[str, Any]:
+    """Export ``module`` (the network ``arch`` describes) to the folder ``out``; return the
+    report (also written as ``out/report.json``).
+
+    ``save_module(folder)`` writes ``model.pt`` + ``arch.json`` (``natv2.supernet.save_subnet``
+    for a Subnet). ``cost_config``: the ``SupernetConfig`` when ``module`` is a plain Subnet of
+    ``arch`` (the cost model then takes part in the checks: MACs, params, flash, peak);
+    ``cost_counts``: ``{"params": .., "macs": ..}`` of another analytical model of ``module``
+    (e.g. ``natv2.aep.aep_cost`` of an AEP model), checked the same way; neither: no cost model
+    check (fvcore and the graph counter must still agree). ``dataset``: a
+    ``natv2.data.DatasetSplits`` (or None): real images for parity, int8 calibration images and
+    the test split for top-1. ``int8``: None lets the profile's dtype decide.
+    """
+    from natv2.profiling.cost import subnet_cost
+
+    out = Path(out)
+    _check_target(out)
+    module = module.eval()
+    resolution = arch.resolution
+    dtype = profile.dtype if profile is not None else "float32"
+    want_int8 = (dtype == "int8") if int8 is None else bool(int8)
+    shape = (1, 3, resolution, resolution)
+    if latency_runs < 0 or calibration_images < 1:
+        raise Natv2Error("latency runs must be >= 0 and calibration images >= 1")
+
+    with torch.no_grad():
+        num_classes = int(module(torch.zeros(shape)).reshape(1, -1).shape[1])
+    if dataset is not None and dataset.num_classes != num_classes:
+        raise Natv2Error(
+            f"the model outputs {num_classes} classes but dataset {dataset.name} has "
+            f"{dataset.num_classes}; give the dataset the model was trained on"
+        )
+    if want_int8 and dataset is None:
+        raise Natv2Error(
+            "int8 export needs calibration images: give --dataset (the dataset the model was "
+            "trained on), or --no-int8"
+        )
+
+    # ---- float graph, checker, counts
+    log(f"exporting {arch.id} ({type(module).__name__}) with {EXPORTER}")
+    model = to_onnx(module, resolution)
+    check_onnx(model)
+    cost = None
+    if cost_config is not None:
+        cost = subnet_cost(arch, cost_config)
+    elif cost_counts is not None:
+        cost = SimpleNamespace(params=int(cost_counts["params"]), macs=int(cost_counts["macs"]))
+    counts = check_counts(module, model, shape, cost)
+
+    # ---- parity: onnxruntime vs PyTorch, random and real images, batch 1 and 7
+    session = ort_session(model, threads)
+    gen = torch.Generator().manual_seed(seed)
+    random_batch = torch.randn((max(PARITY_BATCHES), 3, resolution, resolution), generator=gen)
+    batches: list[tuple[str, torch.Tensor]] = [("random", random_batch[:b]) for b in PARITY_BATCHES]
+    if dataset is not None:
+        real = dataset.prepare_batch(
+            _images(dataset.test, max(PARITY_BATCHES)), resolution, train=False
+        )
+        batches += [(f"{dataset.name} test images", real[:b]) for b in PARITY_BATCHES]
+    parity = parity_cases(module, session, batches)
+    check_parity(parity)
+    worst = max(parity, key=lambda c: c.max_abs_diff / c.tolerance)
+    log(
+        f"parity ok: max |ORT - PyTorch| {max(c.max_abs_diff for c in parity):.2e} "
+        f"(worst {worst.max_abs_diff / worst.tolerance:.1%} of the tolerance)"
+    )
+
+    # ---- metadata
+    props = {
+        "natv2_version": __version__,
+        "arch_id": arch.id,
+        "arch_vector": None if vector is None else [int(v) for v in vector],
+        "arch": arch.to_dict(),
+        "encoding": encoding,
+        "resolution": resolution,
+        "num_classes": num_classes,
+        "profile": profile.name if profile is not None else None,
+        "macs": counts.macs_graph,
+        "params": counts.params_module,
+        "graph_params": counts.params_graph,
+        "val_accuracy": search_accuracy,
+        "dataset": dataset.name if dataset is not None else None,
+        "exporter": EXPORTER,
+    }
+    set_metadata(model, {**props, "dtype": "float32"})
+    check_onnx(model)
+    graph_costs = onnx_costs(model, dtype=dtype, input_shape=shape)
+    cost_at_dtype = subnet_cost(arch, cost_config, dtype) if cost_config is not None else None
+
+    # ---- int8
+    int8_model = int8_session = int8_costs = None
+    int8_parity: list[dict[str, Any]] = []
+    calib_n = 0
+    if want_int8:
+        from natv2.export.quantize import quantize_int8
+
+        calib = _prepared_batches(
+            dataset, _calibration_set(dataset, calibration_images), resolution
+        )
+        calib_n = sum(len(b) for b in calib)
+        log(f"quantizing to int8 (QDQ, per-channel), calibrated on {calib_n} train images")
+        int8_model = quantize_int8(model, [b.numpy() for b in calib], input_name=INPUT_NAME)
+        set_metadata(int8_model, {**props, "dtype": "int8"})
+        check_onnx(int8_model, "the int8 model")
+        int8_session = ort_session(int8_model, threads)
+        int8_costs = onnx_costs(int8_model, dtype="int8", input_shape=shape)
+        for label, x in batches:
+            ref = run_session(session, x)
+            q = run_session(int8_session, x)
+            int8_parity.append(
+                {
+                    "inputs": label,
+                    "batch": len(x),
+                    "max_abs_diff_vs_float": float(np.max(np.abs(q - ref))),
+                    "max_abs_logit": float(np.max(np.abs(ref))),
+                    "argmax_agreement": float(np.mean(q.argmax(1) == ref.argmax(1))),
+                }
+            )
+
+    # ---- accuracy on the test split
+    accuracy: dict[str, Any] = {
+        "dataset": None,
+        "split": None,
+        "images": 0,
+        "float_top1": None,
+        "int8_top1": None,
+        "int8_float_agreement": None,
+        "search_val_accuracy": search_accuracy,
+    }
+    if dataset is not None:
+        log(f"top-1 on the {dataset.name} test split")
+        pred, labels = _predictions(session, dataset, resolution, test_limit)
+        accuracy.update(
+            {
+                "dataset": dataset.name,
+                "split": "test",
+                "images": len(labels),
+                "float_top1": float(np.mean(pred == labels)),
+            }
+        )
+        if int8_session is not None:
+            pred8, _ = _predictions(int8_session, dataset, resolution, test_limit)
+            accuracy["int8_top1"] = float(np.mean(pred8 == labels))
+            accuracy["int8_float_agreement"] = float(np.mean(pred8 == pred))
+
+    # ---- latency
+    host: dict[str, Any] = {}
+    if latency_runs > 0:
+        log(f"measuring onnxruntime latency on this host ({latency_runs} runs)")
+        float_bytes = model.SerializeToString()
+        host["float"] = measure_latency(
+            float_bytes, shape, intra_op_threads=threads, warmup=latency_warmup, runs=latency_runs
+        ).to_dict()
+        if int8_model is not None:
+            host["int8"] = measure_latency(
+                int8_model.SerializeToString(),
+                shape,
+                intra_op_threads=threads,
+                warmup=latency_warmup,
+                runs=latency_runs,
+            ).to_dict()
+    estimate = None
+    if profile is not None and profile.macs_per_second:
+        estimate = profile.estimate_latency_ms(counts.macs_graph)
+    deployed = INT8_FILE if (int8_model is not None and dtype == "int8") else FLOAT_FILE
+    deployed_key = "int8" if deployed == INT8_FILE else "float"
+    basis = None
+    latency_ms = None
+    if profile is not None and profile.latency == "estimate" and estimate is not None:
+        basis, latency_ms = "estimate", estimate
+    elif deployed_key in host:
+        basis, latency_ms = "this host", host[deployed_key]["median_ms"]
+
+    # ---- verdict
+    verdict = None
+    if profile is not None:
+        checks = profile.check(
+            {
+                "params": counts.params_graph,
+                "macs": counts.macs_graph,
+                "flash_bytes": graph_costs.flash_bytes,
+                "peak_sram_bytes": graph_costs.peak_activation_bytes,
+                "latency_ms": latency_ms,
+            }
+        )
+        verdict = {
+            "profile": profile.name,
+            "deployed_file": deployed,
+            "latency_basis": basis,
+            "passed": all(c.passed for c in checks),
+            "checks": [c.to_dict() for c in checks],
+        }
+
+    report: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "natv2_version": __version__,
+        "id": arch.id,
+        "encoding": encoding,
+        "vector": None if vector is None else [int(v) for v in vector],
+        "arch": arch.to_dict(),
+        "module": type(module).__name__,
+        "resolution": resolution,
+        "num_classes": num_classes,
+        "dataset": dataset.name if dataset is not None else None,
+        "source": source or {},
+        "onnx": {
+            "exporter": EXPORTER,
+            "opset": ONNX_OPSET,
+            "input": INPUT_NAME,
+            "output": OUTPUT_NAME,
+            "dynamic_batch": True,
+            "metadata": {p.key: p.value for p in model.metadata_props},
+        },
+        "accuracy": accuracy,
+        **counts.to_dict(),
+        "memory": {
+            "dtype": dtype,
+            "flash_bytes": {
+                "onnx_graph": graph_costs.flash_bytes,
+                "cost_model": None if cost_at_dtype is None else cost_at_dtype.flash_bytes,
+            },
+            "peak_sram_bytes": {
+                "onnx_graph": graph_costs.peak_activation_bytes,
+                "cost_model": None
+                if cost_at_dtype is None
+                else cost_at_dtype.peak_activation_bytes,
+            },
+            "peak_node": graph_costs.peak_node,
+        },
+        "latency": {
+            "host": host or None,
+            "estimate_ms": estimate,
+            "macs_per_second": profile.macs_per_second if profile is not None else None,
+            "budget_basis": basis,
+            "latency_ms": latency_ms,
+            "note": "host figures are onnxruntime on this machine; not a claim about the device",
+        },
+        "verdict": verdict,
+        "parity": {
+            "rule": f"max |ORT - PyTorch| <= {PARITY_RTOL:g} * max(1, max |logit|), per batch",
+            "float": [c.to_dict() for c in parity],
+            "int8_vs_float": int8_parity or None,
+        },
+        "int8": None,
+        "files": {},
+    }
+    if int8_model is not None:
+        assert int8_costs is not None
+        report["params"]["int8_graph"] = int8_costs.params
+        report["macs"]["int8_graph"] = int8_costs.macs
+        report["int8"] = {
+            "quant_format": "QDQ",
+            "weights": "int8, symmetric, per channel",
+            "activations": "int8, MinMax calibration",
+            "calibration_images": calib_n,
+            "flash_bytes": int8_costs.flash_bytes,
+            "peak_sram_bytes": int8_costs.peak_activation_bytes,
+        }
+
+    # ---- write: temporary sibling, then rename into place
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        (tmp / FLOAT_FILE).write_bytes(model.SerializeToString())
+        if int8_model is not None:
+            (tmp / INT8_FILE).write_bytes(int8_model.SerializeToString())
+        save_module(tmp)
+        files = {
+            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(tmp.iterdir())
+            if p.is_file()
+        }
+        report["files"] = files
+        if int8_model is not None:
+            f, q = files[FLOAT_FILE]["bytes"], files[INT8_FILE]["bytes"]
+            report["int8"].update({"file_bytes": q, "float_file_bytes": f, "size_ratio": f / q})
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in created:  # folders this call made, innermost first
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+    report["out"] = str(out)
+    return report
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n:,} B ({n / 1024:.1f} KiB)"
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The compact human summary of an export report."""
+    r = report
+    p, m, mem, lat = r["params"], r["macs"], r["memory"], r["latency"]
+    worst = max(r["parity"]["float"], key=lambda c: c["max_abs_diff"])
+    lines = [
+        f"exported   {r['id']} ({r['encoding'] or '?'}, {r['module']}) -> {r.get('out', '')}",
+        f"files      {', '.join([*r['files'], REPORT_FILE])}",
+        f"MACs       {m['onnx_graph']:,} (graph) = {m['fvcore']:,} (fvcore)"
+        + (f" = {m['cost_model']:,} (cost model)" if m["cost_model"] is not None else ""),
+        f"params     module {p['module']:,}, BN-folded {p['folded']:,} = graph {p['graph']:,} "
+        f"({p['bn_removed']:,} BatchNorm params folded away)",
+        f"flash      {_fmt_bytes(mem['flash_bytes']['onnx_graph'])} at {mem['dtype']}"
+        + (
+            f" (cost model {mem['flash_bytes']['cost_model']:,})"
+            if mem["flash_bytes"]["cost_model"] is not None
+            else ""
+        ),
+        f"peak SRAM  {_fmt_bytes(mem['peak_sram_bytes']['onnx_graph'])} at {mem['dtype']}"
+        + (
+            f" (cost model {mem['peak_sram_bytes']['cost_model']:,})"
+            if mem["peak_sram_bytes"]["cost_model"] is not None
+            else ""
+        ),
+        f"parity     max |ORT - PyTorch| {worst['max_abs_diff']:.2e} over "
+        f"{len(r['parity']['float'])} batches (tolerance {worst['tolerance']:.1e})",
+    ]
+    if r["int8"] is not None:
+        q = r["int8"]
+        lines.append(
+            f"int8       {q['file_bytes']:,} B vs float {q['float_file_bytes']:,} B "
+            f"({q['size_ratio']:.2f}x smaller), calibrated on {q['calibration_images']} images"
+        )
+    acc = r["accuracy"]
+    if acc.get("float_top1") is not None:
+        text = f"top-1      float {100 * acc['float_top1']:.2f} %"
+        if acc.get("int8_top1") is not None:
+            text += (
+                f", int8 {100 * acc['int8_top1']:.2f} % (agree on "
+                f"{100 * acc['int8_float_agreement']:.1f} %)"
+            )
+        text += f" on {acc['dataset']} test ({acc['images']} images)"
+        lines.append(text)
+    if acc.get("search_val_accuracy") is not None:
+        lines.append(f"search     val top-1 {100 * acc['search_val_accuracy']:.2f} %")
+    host = lat["host"] or {}
+    for key in ("float", "int8"):
+        if key in host:
+            h = host[key]
+            lines.append(
+                f"latency    {key}: median {h['median_ms']:.3f} ms, p90 {h['p90_ms']:.3f} ms "
+                f"(onnxruntime on this host, {h['intra_op_threads']} threads, batch 1)"
+            )
+    if lat["estimate_ms"] is not None:
+        lines.append(
+            f"           estimate {lat['estimate_ms']:.3f} ms (MACs / {lat['macs_per_second']:g})"
+        )
+    v = r["verdict"]
+    if v is None:
+        lines.append("verdict    no device profile given")
+    else:
+        failed = [c["name"] for c in v["checks"] if not c["passed"]]
+        parts = ", ".join(f"{c['name']} {'pass' if c['passed'] else 'FAIL'}" for c in v["checks"])
+        head = "pass" if not failed else f"FAIL ({', '.join(failed)})"
+        lines.append(f"verdict    {head} on {v['profile']} [{parts or 'no budgets'}]")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""The archive of evaluated subnets and how NATv2 ranks, trims and reports it.
+
+Ranking is non-dominated sorting on the search objectives (error and the profile's costs, all
+minimised) with crowding distance inside each front; feasible subnets always rank before
+infeasible ones (constraint domination). Infeasible subnets can sit in the archive: the maximal
+subnet is kept at pre-processing even when it is over budget, because it anchors the predictor at
+the top of the accuracy range. They are never returned: the front and the high trade-off set are
+computed over feasible subnets only, and NSGA-III treats every budget as a hard constraint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pymoo.mcdm.high_tradeoff import HighTradeoffPoints
+from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+# profile objective name -> subnet record key
+OBJECTIVE_KEYS: dict[str, str] = {
+    "accuracy": "accuracy",
+    "params": "params",
+    "macs": "macs",
+    "flash": "flash_bytes",
+    "peak_sram": "peak_sram_bytes",
+    "latency": "latency_ms",
+}
+
+
+def objective_matrix(records: Sequence[dict], objectives: Sequence[str]) -> np.ndarray:
+    """Minimisation matrix: 1 - accuracy for ``accuracy``, the raw cost for the others."""
+    cols = []
+    for name in objectives:
+        values = np.array([float(r[OBJECTIVE_KEYS[name]]) for r in records])
+        cols.append(1.0 - values if name == "accuracy" else values)
+    return np.stack(cols, axis=1) if cols else np.zeros((len(records), 0))
+
+
+def rank_order(records: Sequence[dict], objectives: Sequence[str]) -> np.ndarray:
+    """Indices of ``records`` from best to worst: feasibility, front rank, crowding."""
+    n = len(records)
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    F = objective_matrix(records, objectives)
+    feasible = np.array([bool(r.get("feasible", True)) for r in records])
+    rank = np.full(n, np.inf)
+    crowd = np.zeros(n)
+    offset = 0
+    for group in (np.flatnonzero(feasible), np.flatnonzero(~feasible)):
+        if len(group) == 0:
+            continue
+        fronts = NonDominatedSorting().do(F[group]) if F.shape[1] > 1 else _scalar_fronts(F[group])
+        for k, front in enumerate(fronts):
+            idx = group[front]
+            rank[idx] = offset + k
+            crowd[idx] = calc_crowding_distance(F[idx]) if len(idx) > 2 else np.inf
+        offset += len(fronts)
+    return np.lexsort((-crowd, rank))
+
+
+def _scalar_fronts(F: np.ndarray) -> list[np.ndarray]:
+    values = F[:, 0]
+    return [np.flatnonzero(values == v) for v in np.unique(values)]
+
+
+def keep_best(records: Sequence[dict], k: int, objectives: Sequence[str]) -> list[dict]:
+    """The ``k`` best records (NATv2's replacement drops the rest, the weakest)."""
+    order = rank_order(records, objectives)
+    return [records[i] for i in sorted(order[:k])]
+
+
+def front(records: Sequence[dict], objectives: Sequence[str]) -> list[dict]:
+    """Feasible non-dominated records, sorted by their first cost (or accuracy)."""
+    feas = [r for r in records if r.get("feasible", True)]
+    if not feas:
+        return []
+    F = objective_matrix(feas, objectives)
+    if F.shape[1] == 1:
+        best = F[:, 0].min()
+        nd = [i for i in range(len(feas)) if F[i, 0] == best]
+    else:
+        nd = list(NonDominatedSorting().do(F, only_non_dominated_front=True))
+    out = [feas[i] for i in nd]
+    key = OBJECTIVE_KEYS[objectives[1]] if len(objectives) > 1 else "accuracy"
+    return sorted(out, key=lambda r: (r[key], -r["accuracy"]))
+
+
+def high_tradeoff(front_records: Sequence[dict], objectives: Sequence[str]) -> list[dict]:
+    """NAT's high trade-off subnets of a front (pymoo's HighTradeoffPoints on normalised
+    objectives); the extremes of the front are always included."""
+    n = len(front_records)
+    if n <= 2 or len(objectives) < 2:
+        return list(front_records)
+    F = objective_matrix(front_records, objectives)
+    span = F.max(axis=0) - F.min(axis=0)
+    span[span == 0] = 1.0
+    Fn = (F - F.min(axis=0)) / span
+    picked = set(np.flatnonzero(np.isclose(Fn, 0).any(axis=1)).tolist())
+    try:
+        found = HighTradeoffPoints().do(Fn)
+    except (ValueError, IndexError):  # too few neighbours for pymoo's outlier test
+        found = None
+    if found is not None:
+        picked |= {int(i) for i in np.atleast_1d(found)}
+    return [front_records[i] for i in sorted(picked)]
+
+
+def spread_subset(F: np.ndarray, k: int, first: int) -> list[int]:
+    """Greedy max-min selection of ``k`` rows of ``F`` (normalised), starting from ``first``:
+    candidates spread across the predicted front instead of clustering at one end."""
+    n = len(F)
+    if n <= k:
+        return list(range(n))
+    span = F.max(axis=0) - F.min(axis=0)
+    span[span == 0] = 1.0
+    Fn = (F - F.min(axis=0)) / span
+    chosen = [first]
+    dist = np.linalg.norm(Fn - Fn[first], axis=1)
+    while len(chosen) < k:
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(Fn - Fn[nxt], axis=1))
+    return chosen

@@ -1,0 +1,362 @@
+"""``natv2 export``: a subnet as a deployment folder (ONNX float and int8, weights, report).
+
+Two sources:
+
+* ``natv2 export RUN_DIR --subnet ID``: the subnet record of a search run (front, high
+  trade-off set or archive), materialised from the run's adapted supernet with BatchNorm
+  recalibrated exactly as the search evaluated it: the same fixed training images, as many as
+  the run's ``config.json`` records (``settings.calibration_images``, batches of
+  ``settings.eval_batch``; 500 and 250 when it records none). ``--postprocessed`` exports
+  ``RUN_DIR/postprocessed/ID/`` (written by ``natv2 postprocess``) into
+  ``RUN_DIR/exports/ID-postprocessed`` instead (so it never overwrites the plain export).
+* ``natv2 export --supernet CKPT --arch VECTOR [--encoding E] --out DIR``: any subnet of a
+  supernet checkpoint (e.g. an imported OFA supernet); BatchNorm statistics are the supernet's
+  unless ``--calibrate-bn DATASET`` recalibrates them.
+
+The work is in ``natv2.export`` (conversion, checks, int8, report); this module only finds the
+module, its Arch, the dataset and the device profile.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from natv2.commands.common import dataset_help, emit_json, make_logger
+from natv2.errors import Natv2Error
+
+AEP_FORMAT = "natv2-aep/1"
+CALIBRATION_IMAGES = 500  # unless the run's config.json records its own
+EVAL_BATCH = 250
+
+
+def load_model_folder(directory: str | Path):
+    """Rebuild the module of a model folder (``model.pt`` + ``arch.json``): a plain subnet
+    (``natv2.supernet.load_subnet``) or, for ``"format": "natv2-aep/1"``, an AEP ensemble
+    (``natv2.postprocess.load_postprocessed``)."""
+    from natv2.supernet.materialize import load_subnet
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise Natv2Error(
+            f"{directory} does not exist; post-process the subnet first with `natv2 postprocess`"
+        )
+    try:
+        desc = json.loads((directory / "arch.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise Natv2Error(
+            f"{directory / 'arch.json'}: cannot read the model description ({exc})"
+        ) from None
+    if isinstance(desc, dict) and desc.get("format") == AEP_FORMAT:
+        try:
+            from natv2.postprocess import load_postprocessed
+        except ImportError:
+            raise Natv2Error(
+                f"{directory} holds an AEP model ({AEP_FORMAT}) but this natv2 has no AEP "
+                "loader (natv2.postprocess.load_postprocessed); update natv2"
+            ) from None
+        return load_postprocessed(directory).eval()
+    return load_subnet(directory)
+
+
+def _arch_of_folder(module, directory: Path):
+    """The Arch of a model folder's module: its ``arch`` attribute, else arch.json's."""
+    from natv2.space import Arch
+
+    arch = getattr(module, "arch", None)
+    if isinstance(arch, Arch):
+        return arch
+    desc = json.loads((directory / "arch.json").read_text())
+    if not isinstance(desc, dict) or not isinstance(desc.get("arch"), dict):
+        raise Natv2Error(f"{directory / 'arch.json'}: no 'arch' description of the subnet")
+    return Arch.from_dict(desc["arch"])
+
+
+def _recalibrate(
+    module, data, resolution: int, images: int = CALIBRATION_IMAGES, batch: int = EVAL_BATCH
+) -> None:
+    """BatchNorm statistics over ``images`` fixed training images in batches of ``batch``
+    (the per-batch statistics are averaged, so both must match the search's to reproduce it)."""
+    import torch
+
+    from natv2.accelerator import Accelerator
+    from natv2.evaluate import EvalData, recalibrate_bn
+
+    acc = Accelerator(device=torch.device("cpu"))
+    cache = EvalData(data, data.val, data.calibration_subset(images), acc, batch)
+    recalibrate_bn(module, cache.batches("calib", resolution))
+
+
+def _decode(encoding: str, vector) -> tuple[Any, list[int]]:
+    from natv2.space import SearchSpace
+
+    space = SearchSpace(encoding)
+    arch = space.decode(vector)
+    return arch, [int(v) for v in space.encode(arch)]
+
+
+def _pick_supernet(nets: dict, arch, path: Path):
+    from natv2.supernet.network import check_runnable
+
+    if arch.width not in nets:
+        raise Natv2Error(
+            f"{path} has supernets of width {', '.join(f'{w:g}' for w in sorted(nets))} but the "
+            f"subnet needs width {arch.width:g}"
+        )
+    net = nets[arch.width].eval()
+    check_runnable(net, arch)
+    return net
+
+
+def _aep_counts(module) -> dict[str, int] | None:
+    """The analytical params and MACs of an AEP model (``natv2.aep.aep_cost``), else None."""
+    try:
+        from natv2.aep import AEPNet, aep_cost
+    except ImportError:
+        return None
+    if not isinstance(module, AEPNet):
+        return None
+    cost = aep_cost(module, module.config)
+    return {"params": int(cost["params"]), "macs": int(cost["macs"])}
+
+
+def _subnet_saver(module):
+    from natv2.supernet.materialize import save_subnet
+
+    return lambda folder: save_subnet(module, folder)
+
+
+def _folder_copier(src: Path):
+    def copy(folder: Path) -> None:
+        for name in ("model.pt", "arch.json"):
+            shutil.copy2(src / name, folder / name)
+
+    return copy
+
+
+def export(
+    run_dir: Path | None = typer.Argument(
+        None, help="A `natv2 search` run directory (omit with --supernet)."
+    ),
+    subnet: str | None = typer.Option(None, "--subnet", help="Subnet id from the run's front."),
+    postprocessed: bool = typer.Option(
+        False, "--postprocessed", help="Export RUN_DIR/postprocessed/ID (natv2 postprocess)."
+    ),
+    supernet: Path | None = typer.Option(
+        None, "--supernet", help="Supernet checkpoint (natv2 train-supernet / import-ofa)."
+    ),
+    arch_vector: str | None = typer.Option(
+        None, "--arch", help="Encoding vector of the subnet, e.g. 4,0,2,9,9,0,0,... (--supernet)."
+    ),
+    encoding: str | None = typer.Option(
+        None, "--encoding", "-e", help="Encoding of --arch (default: the supernet's)."
+    ),
+    calibrate_bn: str | None = typer.Option(
+        None, "--calibrate-bn", help="Recalibrate BatchNorm on this dataset (--supernet)."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="Device profile (default: the run's); int8 profiles add int8."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Export folder (default RUN_DIR/exports/ID)."
+    ),
+    int8: bool | None = typer.Option(
+        None, "--int8/--no-int8", help="Write model.int8.onnx (default: when the profile is int8)."
+    ),
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        help="Dataset for top-1, real-image parity, int8 calibration. " + dataset_help(),
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Where datasets live."),
+    runs: int = typer.Option(50, "--runs", min=0, help="Timed latency runs (0: skip)."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="onnxruntime intra-op threads (default: physical cores)."
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Measure top-1 on the first N test images only."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Export a subnet: ONNX (float, and int8 for int8 profiles), weights, arch and a report."""
+    if (run_dir is None) == (supernet is None):
+        raise Natv2Error(
+            "give either RUN_DIR --subnet ID (a search run) or --supernet CKPT --arch VECTOR "
+            "--out DIR (a supernet checkpoint)"
+        )
+    if run_dir is not None:
+        if subnet is None:
+            raise Natv2Error("RUN_DIR needs --subnet ID (an id from the run's front.json)")
+        for flag, value in (("--arch", arch_vector), ("--calibrate-bn", calibrate_bn)):
+            if value is not None:
+                raise Natv2Error(f"{flag} goes with --supernet, not with a run directory")
+        if encoding is not None:
+            raise Natv2Error("--encoding goes with --supernet; a run's records carry theirs")
+    else:
+        if arch_vector is None or out is None:
+            raise Natv2Error("--supernet needs --arch VECTOR and --out DIR")
+        if subnet is not None or postprocessed:
+            raise Natv2Error("--subnet and --postprocessed go with a run directory")
+    log = make_logger(as_json)
+    if run_dir is not None:
+        assert subnet is not None
+        job = _from_run(run_dir, subnet, postprocessed, device, dataset, data_dir, out, log)
+    else:
+        assert supernet is not None and arch_vector is not None and out is not None
+        job = _from_supernet(
+            supernet, arch_vector, encoding, calibrate_bn, device, dataset, data_dir, out, log
+        )
+
+    from natv2.export.report import export_folder, summary
+
+    report = export_folder(
+        int8=int8,
+        latency_runs=runs,
+        threads=threads,
+        test_limit=limit,
+        log=log,
+        **job,
+    )
+    if as_json:
+        emit_json(report)
+    else:
+        typer.echo(summary(report))
+
+
+def _profile(name: str | None):
+    if not name:
+        return None
+    from natv2.device_profiles import load_profile
+
+    return load_profile(name)
+
+
+def _from_run(run_dir, subnet_id, postprocessed, device, dataset, data_dir, out, log) -> dict:
+    from natv2.data import load_dataset
+    from natv2.rundir import EXPORTS, POSTPROCESSED, SUPERNET, find_subnet, load_config
+    from natv2.supernet.checkpoint import load_supernets
+    from natv2.supernet.materialize import materialize
+    from natv2.supernet.plain import Subnet
+
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    record = find_subnet(run_dir, subnet_id)
+    encoding = record.get("encoding") or config.get("encoding")
+    if not encoding or "vector" not in record:
+        raise Natv2Error(f"{run_dir}: the record of {subnet_id} has no encoding or vector")
+    arch, vector = _decode(encoding, record["vector"])
+    if arch.id != subnet_id:
+        raise Natv2Error(
+            f"{run_dir}: the record {subnet_id} has a vector that decodes to {arch.id}; "
+            "the run directory is inconsistent (rerun the search with --resume)"
+        )
+    profile = _profile(device or config.get("device"))
+    dataset_name = dataset or config.get("dataset")
+    request = config.get("request") if isinstance(config.get("request"), dict) else {}
+    data = None
+    if dataset_name:
+        where = data_dir or config.get("data_dir") or request.get("data_dir")
+        data = load_dataset(dataset_name, data_dir=where)
+    accuracy = record.get("accuracy")
+    source: dict[str, Any] = {"run_dir": str(run_dir), "subnet": subnet_id}
+    if postprocessed:
+        folder = run_dir / POSTPROCESSED / subnet_id
+        log(f"loading the post-processed model {folder}")
+        module = load_model_folder(folder)
+        folder_arch = _arch_of_folder(module, folder)
+        if folder_arch.id != arch.id:
+            raise Natv2Error(
+                f"{folder} holds {folder_arch.id}, not {arch.id}; post-process the subnet again"
+            )
+        is_subnet = isinstance(module, Subnet)
+        save = _subnet_saver(module) if is_subnet else _folder_copier(folder)
+        source.update({"mode": "postprocessed", "model_folder": str(folder)})
+        cost_config = module.config if is_subnet else None
+        cost_counts = _aep_counts(module)
+        default_out = run_dir / EXPORTS / f"{subnet_id}-postprocessed"
+    else:
+        if data is None:
+            raise Natv2Error(
+                f"{run_dir}: the run configuration names no dataset; give --dataset to "
+                "recalibrate BatchNorm as the search did"
+            )
+        nets, _ = load_supernets(run_dir / SUPERNET)
+        net = _pick_supernet(nets, arch, run_dir / SUPERNET)
+        module = materialize(net, arch)
+        settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
+        images = int(settings.get("calibration_images") or CALIBRATION_IMAGES)
+        batch = int(settings.get("eval_batch") or EVAL_BATCH)
+        log(f"recalibrating BatchNorm of {arch.id} on {images} {data.name} images, as the search")
+        _recalibrate(module, data, arch.resolution, images, batch)
+        save = _subnet_saver(module)
+        cost_config = module.config
+        cost_counts = None
+        source.update(
+            {
+                "mode": "run",
+                "supernet": str(run_dir / SUPERNET),
+                "batchnorm": f"recalibrated on {images} {data.name} train images "
+                f"(batches of {batch}), as the search evaluated it",
+            }
+        )
+        default_out = run_dir / EXPORTS / subnet_id
+    return {
+        "module": module,
+        "out": Path(out) if out is not None else default_out,
+        "arch": arch,
+        "save_module": save,
+        "encoding": encoding,
+        "vector": vector,
+        "cost_config": cost_config,
+        "cost_counts": cost_counts,
+        "profile": profile,
+        "dataset": data,
+        "search_accuracy": accuracy,
+        "source": source,
+    }
+
+
+def _from_supernet(
+    ckpt, vector_text, encoding, calibrate_bn, device, dataset, data_dir, out, log
+) -> dict:
+    from natv2.data import load_dataset
+    from natv2.space import parse_vector
+    from natv2.supernet.checkpoint import load_supernets
+    from natv2.supernet.config import encoding_of
+    from natv2.supernet.materialize import materialize
+
+    ckpt = Path(ckpt)
+    vector_in = parse_vector(vector_text)
+    profile = _profile(device)
+    nets, _ = load_supernets(ckpt)
+    encoding = encoding or encoding_of(next(iter(nets.values())).config)
+    arch, vector = _decode(encoding, vector_in)
+    net = _pick_supernet(nets, arch, ckpt)
+    bn_data = load_dataset(calibrate_bn, data_dir=data_dir) if calibrate_bn else None
+    data = bn_data
+    if dataset and dataset != calibrate_bn:
+        data = load_dataset(dataset, data_dir=data_dir)
+    module = materialize(net, arch).eval()
+    if bn_data is not None:
+        log(f"recalibrating BatchNorm of {arch.id} on {CALIBRATION_IMAGES} {bn_data.name} images")
+        _recalibrate(module, bn_data, arch.resolution)
+        bn = f"recalibrated on {CALIBRATION_IMAGES} {bn_data.name} train images"
+    else:
+        bn = "the supernet's statistics"
+    return {
+        "module": module,
+        "out": Path(out),
+        "arch": arch,
+        "save_module": _subnet_saver(module),
+        "encoding": encoding,
+        "vector": vector,
+        "cost_config": module.config,
+        "profile": profile,
+        "dataset": data,
+        "search_accuracy": None,
+        "source": {"mode": "supernet", "supernet": str(ckpt), "batchnorm": bn},
+    }

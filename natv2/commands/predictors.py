@@ -1,0 +1,121 @@
+"""``natv2 predictors compare``: the paper's predictor study (Fig. 6) on a run's archive.
+
+The predictor libraries (scikit-learn, LightGBM, CatBoost) and the run-directory helpers are
+imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from natv2.commands.common import emit_json
+from natv2.errors import Natv2Error
+
+app = typer.Typer(help="Accuracy predictors: compare them on a search archive.")
+
+_NAMES = "lgbm, gp, rbf, rbf_ensemble, mlp, cart, svr, ridge, knn, bayesian_ridge, e2epp, catboost"
+
+
+def load_archive(run_dir: str | Path):
+    """(space, vectors (n, L), accuracies (n,), skipped) from RUN_DIR/archive.jsonl.
+
+    The encoding comes from config.json ("encoding"), else from the records; records without a
+    measured accuracy (null) are skipped and counted.
+    """
+    from natv2.rundir import ARCHIVE, load_config, read_records, require_run_dir
+    from natv2.space import SearchSpace
+
+    run_dir = require_run_dir(run_dir)
+    records = read_records(run_dir, "archive")
+    encoding = load_config(run_dir).get("encoding")
+    if encoding is None:
+        found = sorted({str(r.get("encoding")) for r in records if r.get("encoding")})
+        if len(found) != 1:
+            raise Natv2Error(
+                f"{run_dir}: config.json names no encoding and the archive records name "
+                f"{', '.join(found) or 'none'}"
+            )
+        encoding = found[0]
+    space = SearchSpace(encoding)
+    vectors, accuracies, skipped = [], [], 0
+    for i, rec in enumerate(records):
+        label = f"{run_dir / ARCHIVE} record {i + 1} ({rec.get('id', 'no id')})"
+        if rec.get("encoding", encoding) != encoding:
+            raise Natv2Error(f"{label}: encoding {rec['encoding']!r}, the run uses {encoding!r}")
+        acc = rec.get("accuracy")
+        if acc is None:
+            skipped += 1
+            continue
+        if "vector" not in rec:
+            raise Natv2Error(f"{label}: no encoding vector")
+        try:
+            vectors.append(space.check(rec["vector"]))
+            accuracies.append(float(acc))
+        except (TypeError, ValueError) as exc:
+            raise Natv2Error(f"{label}: {exc}") from None
+    X = np.asarray(vectors, dtype=np.int64).reshape(-1, space.length)
+    return space, X, np.asarray(accuracies, dtype=np.float64), skipped
+
+
+@app.command()
+def compare(
+    run_dir: Path = typer.Argument(..., help="A search run directory (with archive.jsonl)."),
+    folds: int = typer.Option(10, "--folds", min=2, help="k of the k-fold cross-validation."),
+    features: str = typer.Option("integer", "--features", help="integer (default) or onehot."),
+    predictors: str | None = typer.Option(
+        None, "--predictors", help=f"Comma-separated subset of: {_NAMES} (default: all installed)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the folds and the predictors."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Spearman rho, Kendall tau, RMSE and fit time of every predictor on the archive (k-fold)."""
+    from natv2.predictors import FEATURES, cross_validate, parse_predictor_names
+
+    if features not in FEATURES:
+        raise Natv2Error(f"unknown features {features!r}; choose one of: {', '.join(FEATURES)}")
+    names = parse_predictor_names(predictors)
+    space, X, y, skipped = load_archive(run_dir)
+    if len(X) < folds:
+        raise Natv2Error(
+            f"{run_dir}: {len(X)} archive records with an accuracy; {folds}-fold "
+            f"cross-validation needs at least {folds} (lower --folds or run the search longer)"
+        )
+    rows = []
+    for name in names:
+        typer.echo(f"cross-validating {name} ...", err=True)
+        res = cross_validate(name, X, y, folds=folds, seed=seed, features=features, space=space)
+        rows.append({"predictor": name, **res.to_dict()})
+    rows.sort(key=lambda r: -r["spearman_rho"] if r["spearman_rho"] is not None else np.inf)
+    if as_json:
+        emit_json(
+            {
+                "run_dir": str(run_dir),
+                "encoding": space.encoding,
+                "features": features,
+                "folds": folds,
+                "seed": seed,
+                "n_records": len(X),
+                "skipped_unevaluated": skipped,
+                "results": rows,
+            }
+        )
+        return
+    note = f", {skipped} without accuracy skipped" if skipped else ""
+    typer.echo(
+        f"{len(X)} archive records of {run_dir} ({space.encoding}{note}), {features} features, "
+        f"{folds}-fold cross-validation, sorted by Spearman rho"
+    )
+    typer.echo(f"{'predictor':<16}{'rho':>8}{'tau':>8}{'rmse':>9}{'fit s':>9}")
+    for r in rows:
+        typer.echo(
+            f"{r['predictor']:<16}{_fmt(r['spearman_rho'], 3):>8}{_fmt(r['kendall_tau'], 3):>8}"
+            f"{_fmt(r['rmse'], 4):>9}{_fmt(r['fit_seconds'], 3):>9}"
+        )
+    typer.echo("fit s: mean seconds of one fold's fit (for lgbm: its whole ten-model ensemble)")
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "nan" if value is None else f"{value:.{digits}f}"

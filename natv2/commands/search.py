@@ -1,0 +1,114 @@
+"""``natv2 search``: the NATv2 search under a device profile (the main job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from natv2 import rundir
+from natv2.accelerator import resolve_accelerator, shutdown
+from natv2.commands.common import dataset_help, emit_json, make_logger
+from natv2.data import load_dataset
+from natv2.device_profiles import load_profile
+from natv2.pipeline import SearchRequest, run_search
+from natv2.space import ENCODINGS
+
+
+def search(
+    device: str = typer.Option(
+        "microcontroller-profile",
+        "--device",
+        "-d",
+        help="Device profile: a shipped name or a TOML path.",
+    ),
+    dataset: str = typer.Option("mnist5k", help=dataset_help()),
+    data_dir: Path | None = typer.Option(None, help="Where datasets live (default ./data)."),
+    download: bool = typer.Option(False, help="Download CIFAR when missing."),
+    supernet: str = typer.Option(
+        "tiny-w1.0",
+        help="A preset (tiny, tiny-w1.0, ofa-mbv3, ofa-mbv3-w1.2, ...; pretrained on first use and "
+        "cached) or a supernet checkpoint (.pt) from train-supernet / import-ofa.",
+    ),
+    encoding: str = typer.Option("exits+parallel", "--encoding", "-e", help=", ".join(ENCODINGS)),
+    preset: str = typer.Option(
+        "demo", help="demo (minutes on a CPU) or paper (the paper's settings)."
+    ),
+    iterations: int | None = typer.Option(None, min=0, help="Search iterations (preset default)."),
+    archive_size: int | None = typer.Option(None, min=4, help="Archive size As (preset default)."),
+    predictor: str = typer.Option("lgbm", help="Accuracy predictor (see `natv2 predictors`)."),
+    mode: str = typer.Option("natv2", help="natv2, or nat for NAT's archive policies."),
+    dense_skips: bool = typer.Option(False, help="Pretrain presets with dense skip connections."),
+    pretrain_schedule: str = typer.Option(
+        "cpu-demo", help="EPS schedule when a preset must be pretrained: cpu-demo or paper."
+    ),
+    out: Path = typer.Option(Path("runs/search"), help="Run directory to write."),
+    resume: bool = typer.Option(
+        False, help="Continue the search in --out from its last iteration."
+    ),
+    seed: int = typer.Option(0, help="Random seed."),
+    accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Search the subnets that fit a device: pretrain or reuse a supernet, run NATv2, write RUN_DIR.
+
+    The run directory holds the front and high trade-off set (JSON, CSV), a plot, the adapted
+    supernet, per-iteration checkpoints and a log. Under `torchrun` evaluations are sharded and
+    adaptation uses DistributedDataParallel.
+    """
+    profile = load_profile(device)
+    acc = resolve_accelerator(accelerator)
+    log_file = out / rundir.LOG
+    echo = make_logger(as_json, quiet=not acc.is_main)
+
+    def log(message: str) -> None:
+        echo(message)
+        if acc.is_main and log_file.parent.is_dir():
+            with log_file.open("a") as fh:
+                fh.write(message + "\n")
+
+    data = load_dataset(dataset, data_dir=data_dir, download=download)
+    req = SearchRequest(
+        device=device,
+        dataset=dataset,
+        supernet=supernet,
+        encoding=encoding,
+        preset=preset,
+        iterations=iterations,
+        archive_size=archive_size,
+        predictor=predictor,
+        mode=mode,
+        seed=seed,
+        dense_skips=dense_skips,
+        pretrain_schedule=pretrain_schedule,
+    )
+    result = run_search(req, profile, data, acc, out, resume=resume, log=log)
+    if acc.is_main:
+        if as_json:
+            emit_json(
+                {
+                    k: result[k]
+                    for k in ("run_dir", "seconds", "evaluations", "front", "high_tradeoff")
+                }
+            )
+        else:
+            echo(front_table(result["front"], {r["id"] for r in result["high_tradeoff"]}))
+            echo(
+                f"run directory: {out}  ({result['seconds']:.0f} s, "
+                f"{result['evaluations']} evaluations)"
+            )
+    shutdown(acc)
+
+
+def front_table(front: list[dict], high: set[str]) -> str:
+    head = (
+        f"{'subnet':<28} {'val top-1':>9} {'params':>9} {'MACs':>11} {'peak SRAM':>10} "
+        f"{'flash':>10}  "
+    )
+    lines = ["front (* = high trade-off):", head, "-" * len(head)]
+    for r in front:
+        lines.append(
+            f"{r['id']:<28} {100 * r['accuracy']:>8.2f}% {r['params']:>9,} {r['macs']:>11,} "
+            f"{r['peak_sram_bytes']:>10,} {r['flash_bytes']:>10,} {'*' if r['id'] in high else ''}"
+        )
+    return "\n".join(lines)

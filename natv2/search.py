@@ -1,0 +1,587 @@
+"""The NATv2 search loop under a device profile (paper section 3).
+
+pre-processing: sample 10 x As subnets with the NATv2 sampler (feasible ones only), evaluate
+them, keep the best As - 2 plus the maximal and minimal subnet. Each iteration: fit the predictor
+on the archive; run NSGA-III on (predicted error, profile costs) with every budget a hard
+constraint computed by the cost model; evaluate candidates spread across the predicted front;
+replace the weakest archive members; adapt the supernet on subnets drawn from the front's
+per-gene distribution (KD / ENS-KD from the maximal subnet); re-evaluate the archive, whose
+scores adaptation made stale. ``mode="nat"`` keeps NAT's policies for comparison (uniform
+sampler, small archive that grows, no pre-processing).
+
+Every random choice of iteration i is seeded from ``(seed, i)``, and the state after each
+iteration is checkpointed, so ``resume`` continues to the same archive and front. Under
+torchrun, evaluations are sharded across ranks and adaptation uses DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from pymoo.algorithms.moo.nsga3 import NSGA3
+from pymoo.algorithms.soo.nonconvex.ga import GA
+from pymoo.core.problem import Problem
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.operators.sampling.rnd import IntegerRandomSampling
+from pymoo.optimize import minimize
+from pymoo.util.ref_dirs import get_reference_directions
+from tqdm.auto import tqdm
+
+from natv2 import __version__, rundir
+from natv2.accelerator import Accelerator
+from natv2.archive import OBJECTIVE_KEYS, front, high_tradeoff, keep_best, spread_subset
+from natv2.data import DatasetSplits
+from natv2.device_profiles import COST_KEYS, Profile
+from natv2.errors import Natv2Error
+from natv2.evaluate import EvalData, evaluate_subnet
+from natv2.predictors import make_predictor
+from natv2.profiling.cost import subnet_cost
+from natv2.space import SearchSpace
+from natv2.supernet.checkpoint import save_supernets
+from natv2.supernet.materialize import atomic_torch_save
+from natv2.supernet.network import OFAv2Supernet
+from natv2.train import SupernetTrainer, adaptation_schedule, front_sampler
+
+SEARCH_STATE_FORMAT = "natv2-search/1"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How much work a search does; ``demo`` fits in minutes on two CPU cores."""
+
+    iterations: int
+    archive_size: int
+    candidates: int  # new subnets evaluated per iteration
+    preprocess_factor: int = 10  # NATv2 pre-processing samples factor x archive size
+    nat_initial: int = 0  # NAT mode: initial archive size (grows by `candidates` a step)
+    population: int = 100
+    generations: int = 60
+    adapt_epochs: int = 1
+    adapt_steps: int | None = None  # cap per adaptation epoch
+    adapt_batch: int = 256
+    adapt_lr: float = 2.5e-3
+    adapt_subnets: int = 4
+    calibration_images: int = 2000
+    eval_batch: int = 250
+
+    @staticmethod
+    def preset(name: str) -> SearchSettings:
+        if name == "demo":
+            return SearchSettings(
+                iterations=3,
+                archive_size=40,
+                candidates=8,
+                nat_initial=20,
+                population=40,
+                generations=25,
+                adapt_epochs=1,
+                adapt_steps=15,
+                adapt_batch=64,
+                adapt_lr=0.02,
+                calibration_images=256,
+            )
+        if name == "smoke":  # tests and CI: seconds; pre-processing factor cut to 3
+            return SearchSettings(
+                iterations=1,
+                archive_size=6,
+                candidates=3,
+                preprocess_factor=3,
+                nat_initial=4,
+                population=16,
+                generations=5,
+                adapt_epochs=1,
+                adapt_steps=2,
+                adapt_batch=16,
+                adapt_lr=0.02,
+                calibration_images=64,
+            )
+        if name == "paper":
+            return SearchSettings(
+                iterations=30,
+                archive_size=300,
+                candidates=25,
+                nat_initial=100,
+                population=100,
+                generations=100,
+                adapt_epochs=5,
+            )
+        raise Natv2Error(f"unknown search preset {name!r}; choose demo, paper or smoke")
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """Everything one search needs besides the data and the supernets."""
+
+    profile: Profile
+    space: SearchSpace
+    settings: SearchSettings
+    predictor: str = "lgbm"
+    mode: str = "natv2"
+    seed: int = 0
+    objectives: tuple[str, ...] = ("accuracy", "params")
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("natv2", "nat"):
+            raise Natv2Error(f"unknown mode {self.mode!r}; choose natv2 or nat")
+
+
+@dataclass
+class SearchState:
+    iteration: int = 0  # iterations finished (0 after pre-processing)
+    archive: list[dict] = field(default_factory=list)
+    evaluations: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _distributed(acc: Accelerator) -> bool:
+    return acc.distributed and dist.is_initialized()
+
+
+class NATv2Search:
+    """One search: archive, predictor, NSGA-III and adaptation over a supernet family."""
+
+    def __init__(
+        self,
+        job: SearchJob,
+        nets: dict[float, OFAv2Supernet],
+        data: DatasetSplits,
+        acc: Accelerator,
+        run_dir: Path,
+        log: Callable[[str], None] = print,
+        show_progress: bool = True,
+    ) -> None:
+        self.job = job
+        self.nets = {w: n.to(acc.device) for w, n in nets.items()}
+        self.data = data
+        self.acc = acc
+        self.run_dir = run_dir
+        self.log = log if acc.is_main else (lambda _m: None)
+        self.show_progress = show_progress and acc.is_main
+        self.state = SearchState()
+        self.config = next(iter(nets.values())).config
+        cal = data.calibration_subset(job.settings.calibration_images)
+        self.cache = EvalData(data, data.val, cal, acc, job.settings.eval_batch)
+        self._scores: dict[tuple[int, ...], dict] = {}
+
+    # --- costs and evaluation ------------------------------------------------------------------
+    def describe(self, vector: np.ndarray) -> dict:
+        """The record of a canonical vector: id, costs at the profile's dtype, feasibility."""
+        arch = self.job.space.decode(vector)
+        cost = subnet_cost(arch, self.config, self.job.profile.dtype)
+        rec = {
+            "id": arch.id,
+            "encoding": self.job.space.encoding,
+            "vector": [int(x) for x in vector],
+            **{k: v for k, v in cost.as_dict().items() if k != "dtype"},
+            "latency_ms": self.job.profile.estimate_latency_ms(cost.macs),
+        }
+        checks = self.job.profile.check(rec)
+        rec["feasible"] = all(c.passed for c in checks)
+        return rec
+
+    def costs_matrix(self, vectors: np.ndarray) -> list[dict]:
+        return [self.describe(v) for v in vectors]
+
+    def evaluate(self, records: list[dict], desc: str) -> None:
+        """Fill ``accuracy`` (validation top-1) of every record, sharded across ranks."""
+        todo = [r for r in records if tuple(r["vector"]) not in self._scores]
+        mine = todo[self.acc.rank :: self.acc.world_size]
+        results = {}
+        for rec in tqdm(mine, desc=desc, disable=not self.show_progress, leave=False):
+            arch = self.job.space.decode(rec["vector"])
+            results[tuple(rec["vector"])] = evaluate_subnet(self.nets[arch.width], arch, self.cache)
+        if _distributed(self.acc):
+            gathered: list = [None] * self.acc.world_size
+            dist.all_gather_object(gathered, results)
+            for part in gathered:
+                results.update(part)
+        self._scores.update(results)
+        self.state.evaluations += len(todo)
+        for rec in records:
+            score = self._scores[tuple(rec["vector"])]
+            rec["accuracy"] = score["top1"]
+            rec["val_loss"] = score["loss"]
+
+    # --- sampling ----------------------------------------------------------------------------
+    def sample_feasible(self, n: int, sampler: str, rng: np.random.Generator) -> list[dict]:
+        """Up to ``n`` distinct feasible subnets (rejection sampling against the budgets)."""
+        out: dict[tuple[int, ...], dict] = {}
+        for _ in range(50):
+            for v in self.job.space.sample(max(2 * n, 64), rng, sampler):
+                key = tuple(int(x) for x in v)
+                if key in out:
+                    continue
+                rec = self.describe(v)
+                if rec["feasible"]:
+                    out[key] = rec
+                if len(out) >= n:
+                    return list(out.values())
+        if not out:
+            raise Natv2Error(
+                f"no subnet sampled from the {self.job.space.encoding} space fits "
+                f"{self.job.profile.source}; relax its budgets"
+            )
+        return list(out.values())
+
+    def preprocess(self) -> None:
+        """Build the initial archive (NATv2 pre-processing, or NAT's small uniform archive)."""
+        s, space = self.job.settings, self.job.space
+        rng = np.random.default_rng([self.job.seed, 0])
+        if self.job.mode == "nat":
+            pool = self.sample_feasible(s.nat_initial, "uniform", rng)
+            self.evaluate(pool, "initial archive")
+            self.state.archive = pool
+            return
+        pool = self.sample_feasible(s.preprocess_factor * s.archive_size, "natv2", rng)
+        anchors = [self.describe(space.encode(a)) for a in (space.maximal(), space.minimal())]
+        anchor_keys = {tuple(a["vector"]) for a in anchors}
+        pool = [r for r in pool if tuple(r["vector"]) not in anchor_keys]
+        self.evaluate(pool + anchors, "pre-processing")
+        best = keep_best(pool, s.archive_size - len(anchors), self.job.objectives)
+        self.state.archive = best + anchors
+
+    # --- one iteration -------------------------------------------------------------------------
+    def propose(self, iteration: int) -> list[dict]:
+        """Fit the predictor, run NSGA-III on it, return new candidates spread over its front."""
+        s, space = self.job.settings, self.job.space
+        archive = self.state.archive
+        X = np.array([r["vector"] for r in archive])
+        y = np.array([r["accuracy"] for r in archive])
+        predictor = make_predictor(self.job.predictor, seed=self.job.seed + iteration)
+        predictor.fit(X, y)
+        problem = SubnetProblem(self, predictor)
+        n_obj = len(self.job.objectives)
+        mutation = PM(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair())
+        crossover = SBX(prob=0.9, eta=3.0, vtype=float, repair=RoundingRepair())
+        if n_obj == 1:
+            algorithm = GA(
+                pop_size=s.population,
+                sampling=IntegerRandomSampling(),
+                crossover=crossover,
+                mutation=mutation,
+                eliminate_duplicates=True,
+            )
+        else:
+            ref_dirs = reference_directions(n_obj, s.population)
+            algorithm = NSGA3(
+                ref_dirs=ref_dirs,
+                pop_size=max(s.population, len(ref_dirs)),
+                sampling=IntegerRandomSampling(),
+                crossover=crossover,
+                mutation=mutation,
+                eliminate_duplicates=True,
+            )
+        result = minimize(
+            problem,
+            algorithm,
+            ("n_gen", s.generations),
+            seed=int(np.random.SeedSequence([self.job.seed, iteration]).generate_state(1)[0]),
+            verbose=False,
+        )
+        pop = result.pop
+        X_pop = space.canonical_batch(np.rint(pop.get("X")).astype(np.int64))
+        F_pop, G_pop = pop.get("F"), pop.get("G")
+        feasible = (
+            (G_pop <= 0).all(axis=1)
+            if G_pop is not None and G_pop.size
+            else np.ones(len(pop), bool)
+        )
+        known = {tuple(r["vector"]) for r in archive}
+        seen: set[tuple[int, ...]] = set()
+        rows = []
+        for i in np.flatnonzero(feasible):
+            key = tuple(int(x) for x in X_pop[i])
+            if key not in known and key not in seen:
+                seen.add(key)
+                rows.append(i)
+        if not rows:
+            return []
+        F_rows = F_pop[rows]
+        first = int(np.argmin(F_rows[:, 0]))
+        picks = spread_subset(F_rows, s.candidates, first)
+        cands = [self.describe(X_pop[rows[i]]) for i in picks]
+        for c, i in zip(cands, picks, strict=True):
+            c["predicted_accuracy"] = float(1.0 - F_rows[i, 0])
+        return [c for c in cands if c["feasible"]]
+
+    def adapt(self, iteration: int) -> None:
+        """NAT's adaptation: train on subnets drawn from the current front's gene distribution."""
+        s = self.job.settings
+        if s.adapt_epochs == 0:  # search-strategy comparisons keep the supernet fixed
+            return
+        fr = front(self.state.archive, self.job.objectives) or self.state.archive
+        for width, net in self.nets.items():
+            vectors = [r["vector"] for r in fr if self.job.space.decode(r["vector"]).width == width]
+            if not vectors:
+                continue
+            space = SearchSpace(self.job.space.encoding, self.job.space.resolutions, (width,))
+            schedule = adaptation_schedule(
+                s.adapt_epochs, s.adapt_lr, s.adapt_batch, s.adapt_steps, s.adapt_subnets
+            )
+            trainer = SupernetTrainer(
+                net,
+                self.data,
+                self.acc,
+                schedule,
+                seed=int(
+                    np.random.SeedSequence([self.job.seed, iteration, 7]).generate_state(1)[0] >> 1
+                ),
+                show_progress=self.show_progress,
+            )
+            trainer.run(sampler=front_sampler(vectors, space))
+        self._scores.clear()  # the supernet changed: every score is stale
+
+    def iterate(self, iteration: int) -> dict:
+        t0 = time.perf_counter()
+        cands = self.propose(iteration)
+        self.evaluate(cands, f"iteration {iteration}: candidates")
+        s = self.job.settings
+        merged = self.state.archive + cands
+        if self.job.mode == "natv2":
+            self.state.archive = keep_best(merged, s.archive_size, self.job.objectives)
+        else:
+            self.state.archive = merged
+        self.adapt(iteration)
+        self.evaluate(self.state.archive, f"iteration {iteration}: re-evaluation")
+        fr = front(self.state.archive, self.job.objectives)
+        stats = {
+            "iteration": iteration,
+            "candidates": len(cands),
+            "archive": len(self.state.archive),
+            "front": len(fr),
+            "best_accuracy": max((r["accuracy"] for r in fr), default=None),
+            "evaluations": self.state.evaluations,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        self.state.history.append(stats)
+        return stats
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def checkpoint_path(self, iteration: int) -> Path:
+        return self.run_dir / rundir.CHECKPOINTS / f"iter-{iteration:03d}.pt"
+
+    def save_state(self) -> None:
+        if not self.acc.is_main:
+            return
+        doc = {
+            "format": SEARCH_STATE_FORMAT,
+            "iteration": self.state.iteration,
+            "archive": self.state.archive,
+            "evaluations": self.state.evaluations,
+            "history": self.state.history,
+            "supernets": {f"{w:.1f}": n.state_dict() for w, n in self.nets.items()},
+        }
+        atomic_torch_save(doc, self.checkpoint_path(self.state.iteration))
+        rundir.write_jsonl(self.run_dir / rundir.ARCHIVE, self.state.archive)
+
+    def load_latest(self) -> bool:
+        folder = self.run_dir / rundir.CHECKPOINTS
+        files = sorted(folder.glob("iter-*.pt")) if folder.is_dir() else []
+        if not files:
+            return False
+        path = files[-1]
+        try:
+            doc = torch.load(path, map_location="cpu", weights_only=True)
+            assert doc["format"] == SEARCH_STATE_FORMAT
+            for w, net in self.nets.items():
+                net.load_state_dict(doc["supernets"][f"{w:.1f}"])
+        except Exception as exc:
+            raise Natv2Error(
+                f"{path}: corrupt search checkpoint ({type(exc).__name__}); delete it to resume "
+                "from the previous iteration, or start a new run without --resume"
+            ) from None
+        self.state = SearchState(
+            int(doc["iteration"]),
+            list(doc["archive"]),
+            int(doc["evaluations"]),
+            list(doc["history"]),
+        )
+        return True
+
+    # --- the whole search ------------------------------------------------------------------------
+    def run(self, resume: bool = False, on_iteration: Callable[[int], None] | None = None) -> dict:
+        s = self.job.settings
+        if resume and self.load_latest():
+            self.log(
+                f"resumed after iteration {self.state.iteration} "
+                f"({len(self.state.archive)} in archive)"
+            )
+        else:
+            t0 = time.perf_counter()
+            self.preprocess()
+            self.state.history.append(
+                {
+                    "iteration": 0,
+                    "archive": len(self.state.archive),
+                    "evaluations": self.state.evaluations,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
+            self.log(
+                f"pre-processing: {self.state.evaluations} subnets evaluated, archive of "
+                f"{len(self.state.archive)} ({time.perf_counter() - t0:.0f} s)"
+            )
+            self.save_state()
+        while self.state.iteration < s.iterations:
+            it = self.state.iteration + 1
+            stats = self.iterate(it)
+            self.state.iteration = it
+            self.save_state()
+            best = stats["best_accuracy"]
+            self.log(
+                f"iteration {it}/{s.iterations}: +{stats['candidates']} candidates, front "
+                f"{stats['front']}, best val top-1 "
+                f"{'n/a' if best is None else f'{100 * best:.2f}%'} ({stats['seconds']:.0f} s)"
+            )
+            if on_iteration is not None:
+                on_iteration(it)
+        return self.finish()
+
+    def finish(self) -> dict:
+        fr = front(self.state.archive, self.job.objectives)
+        ht = high_tradeoff(fr, self.job.objectives)
+        if self.acc.is_main:
+            rundir.write_json(self.run_dir / f"{rundir.FRONT}.json", fr)
+            rundir.write_csv(self.run_dir / f"{rundir.FRONT}.csv", fr)
+            rundir.write_json(self.run_dir / f"{rundir.HIGH_TRADEOFF}.json", ht)
+            rundir.write_csv(self.run_dir / f"{rundir.HIGH_TRADEOFF}.csv", ht)
+            rundir.write_jsonl(self.run_dir / rundir.ARCHIVE, self.state.archive)
+            save_supernets(
+                self.run_dir / rundir.SUPERNET,
+                self.nets,
+                {"adapted_by": "natv2 search", "dataset": self.data.name, "natv2": __version__},
+            )
+            plot_front(self.run_dir / rundir.PLOT, self.state.archive, fr, ht, self.job)
+        return {
+            "front": fr,
+            "high_tradeoff": ht,
+            "history": self.state.history,
+            "evaluations": self.state.evaluations,
+        }
+
+
+class SubnetProblem(Problem):
+    """NSGA-III's view: integer genes, predicted error + costs, budgets as constraints."""
+
+    def __init__(self, search: NATv2Search, predictor) -> None:
+        space = search.job.space
+        budgets = search.job.profile.budgets
+        self.search = search
+        self.predictor = predictor
+        # (record key, budget key) of every budget the profile sets
+        self.constraint_keys = [(c, b) for c, b in COST_KEYS.items() if b in budgets]
+        super().__init__(
+            n_var=space.length,
+            n_obj=len(search.job.objectives),
+            n_ieq_constr=len(self.constraint_keys),
+            xl=space.lower,
+            xu=space.upper,
+            vtype=int,
+        )
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        space = self.search.job.space
+        V = space.canonical_batch(np.rint(X).astype(np.int64))
+        recs = self.search.costs_matrix(V)
+        pred = np.clip(self.predictor.predict(V), 0.0, 1.0)
+        cols = []
+        for name in self.search.job.objectives:
+            if name == "accuracy":
+                cols.append(1.0 - pred)
+            else:
+                cols.append(np.array([float(r[OBJECTIVE_KEYS[name]]) for r in recs]))
+        out["F"] = np.stack(cols, axis=1)
+        if self.constraint_keys:
+            budgets = self.search.job.profile.budgets
+            out["G"] = np.array(
+                [[r[c] / budgets[b] - 1.0 for c, b in self.constraint_keys] for r in recs]
+            )
+
+
+def reference_directions(n_obj: int, population: int) -> np.ndarray:
+    """Das-Dennis directions, as many partitions as fit in the population."""
+    partitions = 1
+    while True:
+        nxt = get_reference_directions("das-dennis", n_obj, n_partitions=partitions + 1)
+        if len(nxt) > population:
+            break
+        partitions += 1
+    return get_reference_directions("das-dennis", n_obj, n_partitions=partitions)
+
+
+def plot_front(path: Path, archive: Sequence[dict], fr: Sequence[dict], ht, job: SearchJob) -> None:
+    """Accuracy against the first cost objective: archive, front, high trade-off subnets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cost = job.objectives[1] if len(job.objectives) > 1 else "params"
+    key = OBJECTIVE_KEYS[cost]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    feas = [r for r in archive if r.get("feasible", True)]
+    infeas = [r for r in archive if not r.get("feasible", True)]
+    ax.scatter(
+        [r[key] for r in feas], [100 * r["accuracy"] for r in feas], s=12, c="#9bb", label="archive"
+    )
+    if infeas:
+        ax.scatter(
+            [r[key] for r in infeas],
+            [100 * r["accuracy"] for r in infeas],
+            s=12,
+            marker="x",
+            c="#d88",
+            label="archive (over budget)",
+        )
+    ax.plot(
+        [r[key] for r in fr], [100 * r["accuracy"] for r in fr], "-o", ms=4, c="#136", label="front"
+    )
+    ax.scatter(
+        [r[key] for r in ht],
+        [100 * r["accuracy"] for r in ht],
+        s=70,
+        facecolors="none",
+        edgecolors="#c60",
+        label="high trade-off",
+    )
+    ax.set_xlabel(cost + (" (estimated)" if cost == "latency" else ""))
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(f"NATv2 front on {job.profile.name} ({job.space.encoding})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def settings_with(settings: SearchSettings, **overrides) -> SearchSettings:
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def job_json(job: SearchJob) -> dict:
+    return {
+        "profile": job.profile.to_dict(),
+        "encoding": job.space.encoding,
+        "resolutions": list(job.space.resolutions),
+        "widths": list(job.space.widths),
+        "settings": asdict(job.settings),
+        "predictor": job.predictor,
+        "mode": job.mode,
+        "seed": job.seed,
+        "objectives": list(job.objectives),
+    }
+
+
+def copy_nets(nets: dict[float, OFAv2Supernet]) -> dict[float, OFAv2Supernet]:
+    return {w: copy.deepcopy(n) for w, n in nets.items()}

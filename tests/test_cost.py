@@ -1,0 +1,733 @@
+"""The analytical cost model against real modules, fvcore and exported ONNX graphs.
+
+What is shown, for the ``tiny`` and ``ofa-mbv3-w1.0`` presets, every encoding, dense skips off
+and on, on the 200 archs ``SearchSpace(E, widths=(1.0,)).sample(200, rng)`` plus the maximal
+and the minimal arch of each encoding:
+
+1. **Every arch, default run** (cheap): cost-model params == the parameters of the plain
+   module; cost-model MACs == the MACs of the plain module; cost-model flash (float32, int8) ==
+   ``flash_bytes_of_module`` of the plain module, less the BatchNorm the exporter folds (see
+   ``profiling/cost.py``). A ``Subnet`` is its stem + first block, its levels and its exit head
+   and nothing else (``plain.Subnet``), so these are summed over those segment modules, each
+   built once per (stage, level, block) with ``plain.make_level`` (and run once per input
+   size): 200 whole subnets per encoding and preset would take minutes to build. The MACs come
+   from forward hooks on every Conv2d / Linear of the real modules (output elements x in/groups
+   x kh x kw; in x out for Linear), which is the formula of fvcore's conv/linear handles; part 2
+   holds that count equal to fvcore and to the ONNX graph on whole subnets.
+2. **Whole subnets through fvcore and ONNX** (~1-6 s each here, so a subset by default): with
+   dense skips off, the minimal arch of each encoding and the sampled arch that covers the
+   most features (stage x level kind x branch mask, IRB (E, K) per stage, depth per stage,
+   exit, resolution); with dense skips on, the sampled arch that covers most of what the first
+   one left. The maximal archs (5-15 s each) are left to the full run. Plus two hand-made edge
+   archs (both presets, both dense settings) that hold every case the cost model treats
+   specially: the folded BatchNorm (an IRB alone, then a transformation branch alone) at depth
+   2 and 3, transformation-only levels (no nodes: their output is their input buffer) inside
+   dense stages of depth 3 and 4, dense stages of depth 3 and 4 where every level allocates,
+   stride-2 max-pool branches, SE, exits 4 and 5. For each:
+   ``Subnet(arch, cfg)`` params == cost; fvcore MACs == ONNX MACs == cost; ONNX flash (float32,
+   int8) == cost; ONNX peak activation bytes (float32, int8) == cost, both for the whole graph
+   and for every segment (stem + first block, each stage, head: ONNX nodes grouped by their
+   module scope), so a disagreement anywhere shows even when the stem holds the peak.
+   ``NATV2_FULL_COST_CHECK=1`` runs part 2 on all 202 archs per encoding, preset and dense
+   setting (3,232 subnets: expect an hour or more on two cores).
+   Exporting each distinct segment instead does not pay here: the 200 archs per encoding hold
+   ~1,900 distinct (stage, level, block, input size) levels per preset, and a one-level export
+   still costs ~0.1 s (the exporter's fixed passes), more than the whole-subnet subset.
+3. Materialisation: ``materialize`` from a built supernet gives the same parameter names and
+   shapes as ``Subnet(arch, cfg)`` (so the plain module stands for it above), and its export
+   costs the same.
+4. Peak memory by hand on a tiny hand-made arch (the live tensors are listed in the comments),
+   and the cheapest-cost bound, ``ensure_feasible`` and ``natv2 space cost``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import replace
+from functools import cache
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from natv2.errors import Natv2Error
+from natv2.profiling.cost import (
+    SubnetCost,
+    batch_costs,
+    cheapest_costs,
+    ensure_feasible,
+    segment_costs,
+    subnet_cost,
+)
+from natv2.profiling.counters import flash_bytes_of_module, fvcore_macs, onnx_costs
+from natv2.space import (
+    BRANCH_IRB,
+    BRANCH_POINTWISE,
+    BRANCH_TRANSFORM,
+    ENCODINGS,
+    Arch,
+    Block,
+    SearchSpace,
+)
+from natv2.supernet.config import SupernetConfig, config_for_encoding
+from natv2.supernet.plain import FirstBlock, Subnet, make_exit_head, make_level, make_stem
+
+FULL = os.environ.get("NATV2_FULL_COST_CHECK") == "1"
+PRESETS = ("tiny", "ofa-mbv3")
+N_SAMPLES = 200
+DTYPES = ("float32", "int8")
+
+
+def cfg_of(preset: str, encoding: str, dense: bool) -> SupernetConfig:
+    return config_for_encoding(encoding, preset=preset, width=1.0, dense_skips=dense)
+
+
+@cache
+def archs_of(encoding: str) -> tuple[Arch, ...]:
+    """The 200 sampled archs of an encoding, then its maximal and minimal arch."""
+    space = SearchSpace(encoding, widths=(1.0,))
+    rng = np.random.default_rng(2024 + ENCODINGS.index(encoding))
+    sampled = [space.decode(v) for v in space.sample(N_SAMPLES, rng)]
+    return (*sampled, space.maximal(), space.minimal())
+
+
+def features(arch: Arch) -> set[tuple]:
+    out: set[tuple] = {("exit", arch.exit), ("resolution", arch.resolution)}
+    for s in range(arch.exit):
+        blocks = arch.active_blocks(s)
+        out.add(("depth", s, len(blocks)))
+        for i, b in enumerate(blocks):
+            out.add(("level", s, min(i, 2), b.branches))
+            if b.has_irb:
+                out.add(("irb", s, b.expand, b.kernel))
+    return out
+
+
+@cache
+def covering(encoding: str, k: int) -> tuple[Arch, ...]:
+    """The k sampled archs that, picked greedily, cover the most features (deterministic)."""
+    pool = list(archs_of(encoding)[:N_SAMPLES])
+    seen: set[tuple] = set()
+    chosen: list[Arch] = []
+    for _ in range(k):
+        best = max(pool, key=lambda a: len(features(a) - seen))
+        chosen.append(best)
+        seen |= features(best)
+        pool.remove(best)
+    return tuple(chosen)
+
+
+# --------------------------------------------------------------------------- 1. segment modules
+
+
+def hook_macs(module: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """MACs of every Conv2d / Linear the forward pass runs, and the output."""
+    total = 0
+
+    def count(mod: nn.Module, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            kh, kw = mod.kernel_size
+            total += out.numel() * (mod.in_channels // mod.groups) * kh * kw
+        else:
+            total += out.numel() * mod.in_features
+
+    layers = [m for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    handles = [m.register_forward_hook(count) for m in layers]
+    try:
+        with torch.no_grad():
+            out = module.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total, out
+
+
+def module_counts(module: nn.Module) -> tuple[int, int, int]:
+    return (
+        sum(p.numel() for p in module.parameters()),
+        flash_bytes_of_module(module, "float32"),
+        flash_bytes_of_module(module, "int8"),
+    )
+
+
+class PlainSegments:
+    """Counts of the plain segment modules of one preset (width 1.0), built once each."""
+
+    def __init__(self, preset: str) -> None:
+        self.cfg = cfg_of(preset, "exits+parallel", False)
+        self.modules: dict[tuple, tuple[nn.Module, tuple[int, int, int]]] = {}
+        self.runs: dict[tuple, tuple[int, int]] = {}  # (key, hw) -> (macs, output hw)
+
+    def _module(self, key: tuple, build) -> tuple[nn.Module, tuple[int, int, int]]:
+        if key not in self.modules:
+            module = build()
+            self.modules[key] = (module, module_counts(module))
+        return self.modules[key]
+
+    def _run(self, key: tuple, build, channels: int, hw: int) -> tuple[int, int, int, int, int]:
+        module, counts = self._module(key, build)
+        if (key, hw) not in self.runs:
+            macs, out = hook_macs(module, torch.zeros(1, channels, hw, hw))
+            self.runs[(key, hw)] = (macs, out.shape[-1] if out.dim() == 4 else 0)
+        macs, hw_out = self.runs[(key, hw)]
+        return (counts[0], macs, counts[1], counts[2], hw_out)
+
+    def totals(self, arch: Arch, dense: bool) -> dict[str, int]:
+        """params, macs, flash float32/int8 of ``Subnet(arch, cfg)`` from its segments."""
+        cfg = self.cfg
+        r = arch.resolution
+        rows = [
+            self._run(
+                ("stem",),
+                lambda: nn.Sequential(make_stem(cfg), FirstBlock(cfg.stem_channels)),
+                cfg.in_channels,
+                r,
+            )
+        ]
+        hw = rows[0][-1]
+        folded = 0
+        for s in range(arch.exit):
+            blocks = arch.active_blocks(s)
+            for i, b in enumerate(blocks):
+                cin = cfg.level_io(s, i)[0]
+                rows.append(
+                    self._run(
+                        ("level", s, i, b), lambda s=s, i=i, b=b: make_level(cfg, s, i, b), cin, hw
+                    )
+                )
+                hw = rows[-1][-1]
+            cin, cout, stride = cfg.level_io(s, 0)
+            if (
+                blocks[0].branches == BRANCH_IRB
+                and not (stride == 1 and cin == cout)
+                and blocks[1].branches == BRANCH_TRANSFORM
+                and (not dense or len(blocks) == 2)
+            ):
+                folded += cout  # the exporter folds this BN into level 1's project conv
+        head = make_exit_head
+        rows.append(
+            self._run(
+                ("head", arch.exit - 1, hw),
+                lambda: head(cfg, arch.exit - 1),
+                cfg.stage_channels[arch.exit - 1],
+                hw,
+            )
+        )
+        return {
+            "params": sum(row[0] for row in rows),
+            "macs": sum(row[1] for row in rows),
+            "flash_float32": sum(row[2] for row in rows) - 8 * folded,
+            "flash_int8": sum(row[3] for row in rows) - 8 * folded,
+        }
+
+
+@cache
+def plain_segments(preset: str) -> PlainSegments:
+    return PlainSegments(preset)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_sampled_arch_costs_what_its_plain_module_holds(preset, encoding):
+    plain = plain_segments(preset)
+    archs = archs_of(encoding)
+    assert len(archs) == N_SAMPLES + 2
+    for dense in (False, True):
+        cfg = cfg_of(preset, encoding, dense)
+        bad = []
+        for arch in archs:
+            want = plain.totals(arch, dense)
+            f32, i8 = subnet_cost(arch, cfg, "float32"), subnet_cost(arch, cfg, "int8")
+            got = {
+                "params": f32.params,
+                "macs": f32.macs,
+                "flash_float32": f32.flash_bytes,
+                "flash_int8": i8.flash_bytes,
+            }
+            if got != want:
+                bad.append((arch.id, got, want))
+        assert not bad, f"{len(bad)} of {len(archs)} disagree, e.g. {bad[0]}"
+
+
+def test_whole_subnet_params_equal_the_segment_sum():
+    """The segment sum above is the parameter count of ``Subnet`` itself."""
+    for preset in PRESETS:
+        for encoding in ("baseline", "exits+parallel"):
+            cfg = cfg_of(preset, encoding, False)
+            for arch in (*covering(encoding, 2), archs_of(encoding)[-2]):
+                params = sum(p.numel() for p in Subnet(arch, cfg).parameters())
+                assert params == plain_segments(preset).totals(arch, False)["params"]
+                assert params == subnet_cost(arch, cfg).params
+
+
+# --------------------------------------------------------------------------- 2. fvcore and ONNX
+
+
+def export_graph(module: nn.Module, resolution: int) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            (torch.zeros(1, 3, resolution, resolution),),
+            buf,
+            dynamo=False,
+            opset_version=17,
+        )
+    return onnx.load_from_string(buf.getvalue())
+
+
+def segment_of(node_name: str) -> str | None:
+    """Which cost-model segment an exported node belongs to, from its module scope."""
+    parts = node_name.split("/")
+    scope = parts[1] if len(parts) > 2 else ""
+    if scope in ("stem", "first_block"):
+        return "stem"
+    if scope == "head":
+        return "head"
+    if scope.startswith("stages."):
+        return f"stage{int(scope.split('.')[1]) + 1}"
+    return None
+
+
+def graph_figures(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
+    """MACs, flash (float32, int8) and peak (float32, int8) of the graph and of each segment."""
+    figures: dict[str, dict[str, int]] = {}
+    for dtype in DTYPES:
+        costs = onnx_costs(model, dtype=dtype)
+        total = figures.setdefault("total", {})
+        total["macs"] = costs.macs
+        total[f"flash_{dtype}"] = costs.flash_bytes
+        total[f"peak_{dtype}"] = costs.peak_activation_bytes
+        for node in costs.nodes:
+            seg = segment_of(node.name)
+            if seg is None:  # only constant helpers (Identity of shared initialisers) lack one
+                assert node.live_bytes is None and node.macs == 0 and node.flash_bytes == 0, node
+                continue
+            row = figures.setdefault(seg, {"macs": 0})
+            if dtype == "float32":
+                row["macs"] += node.macs
+            row[f"flash_{dtype}"] = row.get(f"flash_{dtype}", 0) + node.flash_bytes
+            if node.live_bytes is not None:
+                key = f"peak_{dtype}"
+                row[key] = max(row.get(key, 0), node.live_bytes)
+    return figures
+
+
+def model_figures(arch: Arch, cfg: SupernetConfig) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for dtype in DTYPES:
+        parts = {"total": subnet_cost(arch, cfg, dtype), **segment_costs(arch, cfg, dtype)}
+        for name, c in parts.items():
+            row = out.setdefault(name, {"macs": c.macs})
+            row[f"flash_{dtype}"] = c.flash_bytes
+            row[f"peak_{dtype}"] = c.peak_activation_bytes
+    return out
+
+
+_checked: dict[tuple, bool] = {}
+
+
+def check_whole_subnet(arch: Arch, cfg: SupernetConfig, with_fvcore: bool = True) -> None:
+    """Params, MACs (fvcore and ONNX), flash and peak of ``Subnet(arch, cfg)`` == cost model."""
+    # encodings share archs (their maximal ones): the module does not depend on the encoding
+    key = (replace(cfg, parallel=True, exits=True), arch, with_fvcore)
+    if key in _checked:
+        return
+    torch.manual_seed(0)
+    net = Subnet(arch, cfg).eval()
+    cost = subnet_cost(arch, cfg)
+    assert sum(p.numel() for p in net.parameters()) == cost.params, arch.id
+    r = arch.resolution
+    if with_fvcore:
+        assert fvcore_macs(net, (1, 3, r, r)) == cost.macs, arch.id
+    got = graph_figures(export_graph(net, r))
+    want = model_figures(arch, cfg)
+    assert got == want, f"{arch.id} ({cfg.name}, dense={cfg.dense_skips}):\n{arch.describe()}"
+    _checked[key] = True
+
+
+def whole_subnet_archs(preset: str, encoding: str, dense: bool) -> tuple[Arch, ...]:
+    archs = archs_of(encoding)
+    if FULL:
+        return archs
+    if dense:
+        return covering(encoding, 2)[1:]
+    # (the maximal archs take 5-15 s each here; the edge archs hold their structure)
+    return (archs[-1], *covering(encoding, 1))
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["plain", "dense"])
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_whole_subnets_agree_with_fvcore_and_onnx(preset, encoding, dense):
+    cfg = cfg_of(preset, encoding, dense)
+    for arch in whole_subnet_archs(preset, encoding, dense):
+        # fvcore MACs do not depend on dense skips (adds are not MACs): traced once per arch
+        # by default, with both settings in the full run
+        check_whole_subnet(arch, cfg, with_fvcore=FULL or not dense)
+        if not FULL:
+            assert (
+                subnet_cost(arch, cfg).macs
+                == subnet_cost(arch, cfg_of(preset, encoding, not dense)).macs
+            )
+
+
+def edge_archs() -> list[Arch]:
+    """Hand-made archs holding every case the cost model treats specially."""
+    irb = Block(BRANCH_IRB, 6, 5)
+    small = Block(BRANCH_IRB, 3, 3)
+    pw = Block(BRANCH_POINTWISE, 3, 3)
+    tr = Block(BRANCH_TRANSFORM, 3, 3)
+    all3 = Block(7, 4, 7)
+    irb_tr = Block(BRANCH_IRB | BRANCH_TRANSFORM, 3, 7)
+    pw_tr = Block(BRANCH_POINTWISE | BRANCH_TRANSFORM, 3, 3)
+    irb_pw = Block(BRANCH_IRB | BRANCH_POINTWISE, 4, 3)
+    with_aliases = [
+        (irb, tr, None, None),  # fold (depth 2); on tiny a stride-2 same-width level 1
+        (small, tr, pw, None),  # fold without dense skips only (depth 3); dense: o2 is o1
+        (irb, tr, tr, irb_tr),  # depth 4: o3 is o2 is o1, block 4 reads o3 + o1
+        (pw_tr, tr, all3, irb),  # stride-1 stage with a channel change, SE
+        (tr, pw, irb_tr, tr),  # stride-2 max-pool + 1x1 conv transformation branch, SE
+    ]
+    allocating = [  # every level allocates its output (the closed-form dense peaks)
+        (irb, pw, all3, None),
+        (pw_tr, irb, irb_tr, pw),
+        (irb, irb_pw, small, irb),
+        (all3, pw, None, None),
+        (irb_tr, all3, pw_tr, None),
+    ]
+    space = SearchSpace("exits+parallel", widths=(1.0,))
+    out = []
+    for resolution, exit_, stages in ((52, 5, with_aliases), (60, 4, allocating)):
+        levels = tuple(b for stage in stages for b in stage)
+        out.append(space.decode(space.encode(Arch(resolution, 1.0, exit_, levels))))
+    return out
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["plain", "dense"])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_edge_archs_agree_with_fvcore_and_onnx(preset, dense):
+    cfg = cfg_of(preset, "exits+parallel", dense)
+    for arch in edge_archs():
+        check_whole_subnet(arch, cfg, with_fvcore=not dense)
+
+
+# --------------------------------------------------------------------------- 3. materialise
+
+
+def test_materialised_subnets_are_the_plain_modules():
+    from natv2.supernet import build_supernet, materialize
+
+    cfg = cfg_of("tiny", "exits+parallel", False)
+    supernet = build_supernet(cfg, seed=0).eval()
+    archs = [*covering("exits+parallel", 3), *edge_archs()[:1], archs_of("exits+parallel")[-1]]
+    for arch in archs:
+        net = materialize(supernet, arch)
+        shapes = [(n, tuple(p.shape)) for n, p in net.named_parameters()]
+        assert shapes == [(n, tuple(p.shape)) for n, p in Subnet(arch, cfg).named_parameters()]
+        assert sum(p.numel() for p in net.parameters()) == subnet_cost(arch, cfg).params
+    arch = archs[0]
+    got = graph_figures(export_graph(materialize(supernet, arch), arch.resolution))
+    assert got == model_figures(arch, cfg)
+
+
+# --------------------------------------------------------------------------- 4. by hand
+
+
+def hand_arch() -> Arch:
+    """tiny W1.0 at 48 px, exit 2: stage 1 = IRB(E6,K3), TR; stage 2 = PW, PW, IRB(E6,K7)."""
+    filler = (Block(1, 3, 3), Block(1, 3, 3), None, None)
+    levels = (
+        (Block(BRANCH_IRB, 6, 3), Block(BRANCH_TRANSFORM, 3, 3), None, None)
+        + (Block(BRANCH_POINTWISE, 3, 3), Block(BRANCH_POINTWISE, 3, 3), Block(1, 6, 7), None)
+        + filler * 3
+    )
+    return Arch(48, 1.0, 2, levels)
+
+
+# Live elements, batch 1 (tiny W1.0: stem 8 ch, stage 1 8 ch stride 2, stage 2 16 ch stride 2).
+# stem + first block: input x = 3*48*48 = 6912; stem conv -> h = 8*24*24 = 4608 (x + h = 11520);
+#   depthwise d = 4608 (h + d = 9216); project p = 4608 (h + d + p = 13824);
+#   add: h + p + out = 13824.                                              stem peak 13824
+# stage 1 (input s = 4608), level 1 IRB E6 K3 stride 2, mid = 48: expand e = 48*24*24 = 27648
+#   (s + e = 32256); depthwise d = 48*12*12 = 6912 (e + d = 34560: s is dead, no residual);
+#   project o1 = 8*12*12 = 1152 (d + o1 = 8064). Level 2: the transformation branch alone on a
+#   same-shape level is BN + ReLU, in place: no node, o2 is the buffer o1.  stage 1 peak 34560
+# stage 2 (input o2 = 1152), z = 16*6*6 = 576 per output:
+#   level 1 PW stride 2: o2 + o1' = 1152 + 576 = 1728; level 2 PW: o1' + o2' = 1152.
+#   level 3 IRB E6 K7 with SE, mid = 96, m = 96*6*6 = 3456, se = 24, residual (input kept):
+#     expand: in + e = 576 + 3456 = 4032; depthwise: in + e + d = 7488; SE pool: in + d + 96
+#     = 4128; reduce: in + d + 96 + 24 = 4152; expand: in + d + 24 + 96 = 4152; mul: in + d
+#     + 96 + m = 7584; project: in + m + 576 = 4608; add: in + p + out = 1728.
+#   without dense skips the stage peak is 7584 (SE's multiply: its output is a new tensor).
+#   with dense skips (depth 3: output o3 + o1'): o1' waits through level 3, adding 576 to
+#     every node of it: 8160; level 2 keeps o1' (its input, read again): still 1152; the
+#     stage output add: o1' + o3 + out = 1728.                      stage 2 peak 7584 / 8160
+# head after stage 2 (16 ch at 6x6): expand 96*36 = 3456 (in + e = 4032); pool 96 (3552);
+#   mix 128 (224); linear 10 (138).                                        head peak 4032
+HAND_PEAKS = {
+    False: {"stem": 13824, "stage1": 34560, "stage2": 7584, "head": 4032},
+    True: {"stem": 13824, "stage1": 34560, "stage2": 8160, "head": 4032},
+}
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["plain", "dense"])
+def test_peak_memory_of_a_hand_made_arch(dense):
+    cfg = cfg_of("tiny", "exits+parallel", dense)
+    arch = hand_arch()
+    for dtype, size in (("int8", 1), ("float32", 4)):
+        segments = segment_costs(arch, cfg, dtype)
+        assert {k: c.peak_activation_bytes for k, c in segments.items()} == {
+            k: v * size for k, v in HAND_PEAKS[dense].items()
+        }
+        assert subnet_cost(arch, cfg, dtype).peak_activation_bytes == 34560 * size
+    # the graph the exporter writes agrees, node by node grouped per segment
+    check_whole_subnet(arch, cfg, with_fvcore=not dense)
+
+
+def test_the_folded_batchnorm_costs_no_flash():
+    """Stage 1 of the hand-made arch ends in a transformation branch alone after an IRB alone:
+    the exporter folds that BN (8 channels) into the IRB's project conv."""
+    arch = hand_arch()
+    cfg = cfg_of("tiny", "exits+parallel", False)
+    net = Subnet(arch, cfg)
+    for dtype in DTYPES:
+        assert subnet_cost(arch, cfg, dtype).flash_bytes == flash_bytes_of_module(net, dtype) - 64
+    graph = export_graph(net, arch.resolution)
+    bns = [n for n in graph.graph.node if n.op_type == "BatchNormalization"]
+    assert bns == []
+
+
+def test_segments_add_up_and_costs_are_consistent():
+    for preset in PRESETS:
+        for dense in (False, True):
+            cfg = cfg_of(preset, "exits+parallel", dense)
+            archs = archs_of("exits+parallel")
+            for arch, cost in zip(archs, batch_costs(archs, cfg, "int8"), strict=True):
+                parts = segment_costs(arch, cfg, "int8")
+                assert list(parts) == ["stem", *(f"stage{s + 1}" for s in range(arch.exit)), "head"]
+                assert cost.params == sum(p.params for p in parts.values())
+                assert cost.macs == sum(p.macs for p in parts.values())
+                assert cost.flash_bytes == sum(p.flash_bytes for p in parts.values())
+                assert cost.peak_activation_bytes == max(
+                    p.peak_activation_bytes for p in parts.values()
+                )
+                f32 = subnet_cost(arch, cfg, "float32")
+                assert f32.peak_activation_bytes == 4 * cost.peak_activation_bytes
+                assert (f32.params, f32.macs) == (cost.params, cost.macs)
+    with pytest.raises(ValueError, match="dtype"):
+        subnet_cost(archs[0], cfg, "int4")
+
+
+def test_width_comes_from_the_arch():
+    space = SearchSpace("baseline")
+    arch = space.maximal()  # width 1.2
+    assert arch.width == 1.2
+    wide = config_for_encoding("baseline", preset="tiny", width=1.2)
+    narrow = config_for_encoding("baseline", preset="tiny", width=1.0)
+    assert subnet_cost(arch, narrow) == subnet_cost(arch, wide)
+    assert subnet_cost(arch, wide).params == sum(p.numel() for p in Subnet(arch, wide).parameters())
+
+
+# --------------------------------------------------------------------------- cheapest, feasible
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_cheapest_costs_bound_every_sample(preset):
+    keys = ("params", "macs", "peak_sram_bytes", "flash_bytes")
+    for encoding in ENCODINGS:
+        for dense in (False, True):
+            cfg = cfg_of(preset, encoding, dense)
+            space = SearchSpace(encoding, widths=(1.0,))
+            cheapest = cheapest_costs(space, cfg, "int8")
+            for arch in archs_of(encoding):
+                c = subnet_cost(arch, cfg, "int8").as_dict()
+                assert all(cheapest[k] <= c[k] for k in keys), (arch.id, cheapest, c)
+            # each figure is reached by some subnet
+            minimal = subnet_cost(space.minimal(), cfg, "int8").as_dict()
+            assert all(cheapest[k] <= minimal[k] for k in keys)
+
+
+def write_profile(path, budgets: str, resolutions: str = "[48, 52, 56, 60, 64]") -> str:
+    path.write_text(
+        f"""name = "impossible-profile"
+description = "budgets nothing fits"
+[hardware]
+dtype = "int8"
+macs_per_second = 1.0e8
+[task]
+objectives = ["accuracy", "macs"]
+resolutions = {resolutions}
+[budgets]
+{budgets}
+"""
+    )
+    return str(path)
+
+
+def test_ensure_feasible_passes_a_shipped_profile_and_names_the_cheapest():
+    from natv2.device_profiles import load_profile
+
+    profile = load_profile("microcontroller-profile")
+    space = SearchSpace("exits+parallel")
+    cfg = cfg_of("tiny", "exits+parallel", False)
+    cheapest = ensure_feasible(profile, space, cfg)
+    assert cheapest == {
+        **cheapest_costs(space, cfg, "int8"),
+        "latency_ms": profile.estimate_latency_ms(cheapest["macs"]),
+    }
+
+
+def test_ensure_feasible_rejects_an_impossible_profile(tmp_path):
+    from natv2.device_profiles import load_profile
+
+    path = write_profile(tmp_path / "impossible.toml", "max_params = 1000\nmax_macs = 5e9")
+    profile = load_profile(path)
+    space = SearchSpace("exits+parallel")
+    cfg = cfg_of("tiny", "exits+parallel", False)
+    smallest = cheapest_costs(space, cfg, "int8")["params"]
+    assert smallest > 1000
+    with pytest.raises(Natv2Error) as err:
+        ensure_feasible(profile, space, cfg)
+    msg = str(err.value)
+    assert path in msg and "impossible-profile" in msg
+    assert f"max_params = 1000 but the smallest achievable params is {smallest}" in msg
+    assert "max_macs" not in msg  # met budgets are not blamed
+
+
+def test_ensure_feasible_uses_the_profile_resolutions_and_dtype(tmp_path):
+    from natv2.device_profiles import load_profile
+
+    cfg = cfg_of("tiny", "baseline", False)
+    space = SearchSpace("baseline")
+    at_64 = cheapest_costs(SearchSpace("baseline", resolutions=(64,)), cfg, "int8")
+    # a budget the 48-px subnets meet but the 64-px ones do not
+    budget = at_64["peak_sram_bytes"] - 1
+    path = write_profile(tmp_path / "p64.toml", f"max_peak_sram_bytes = {budget}", "[64]")
+    with pytest.raises(Natv2Error, match="max_peak_sram_bytes"):
+        ensure_feasible(load_profile(path), space, cfg)
+    path = write_profile(tmp_path / "p48.toml", f"max_peak_sram_bytes = {budget}", "[48, 64]")
+    assert ensure_feasible(load_profile(path), space, cfg)["peak_sram_bytes"] <= budget
+    with pytest.raises(Natv2Error, match="resolutions"):
+        ensure_feasible(load_profile(path), SearchSpace("baseline", resolutions=(56,)), cfg)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def vector_of(arch: Arch, encoding: str) -> str:
+    return ",".join(str(int(v)) for v in SearchSpace(encoding).encode(arch))
+
+
+def test_cli_cost_json_matches_the_model(cli):
+    arch = hand_arch()
+    vec = vector_of(arch, "exits+parallel")
+    res = cli("space", "cost", vec, "-e", "exits+parallel", "--supernet", "tiny-w1.0", "--json")
+    assert res.code == 0, res.err
+    doc = res.json()
+    cost = subnet_cost(arch, cfg_of("tiny", "exits+parallel", False), "float32")
+    assert doc["id"] == arch.id and doc["encoding"] == "exits+parallel"
+    assert doc["vector"] == [int(v) for v in vec.split(",")]
+    assert doc["supernet"] == "tiny-w1.0" and doc["num_classes"] == 10 and doc["dtype"] == "float32"
+    for key in ("params", "macs", "peak_sram_bytes", "flash_bytes"):
+        assert doc[key] == cost.as_dict()[key]
+    assert doc["profile"] is None
+    # dense skips, classes and dtype change what they should
+    dense = cli(
+        "space",
+        "cost",
+        vec,
+        "-e",
+        "exits+parallel",
+        "--supernet",
+        "tiny",
+        "--dense-skips",
+        "--classes",
+        "100",
+        "--dtype",
+        "int8",
+        "--json",
+    ).json()
+    cfg = config_for_encoding("exits+parallel", preset="tiny", num_classes=100, dense_skips=True)
+    want = subnet_cost(arch, cfg, "int8")
+    assert (dense["peak_sram_bytes"], dense["params"]) == (
+        want.peak_activation_bytes,
+        want.params,
+    )
+    assert dense["dtype"] == "int8" and dense["dense_skips"] is True
+
+
+def test_cli_cost_with_a_device_reports_each_budget(cli):
+    arch = hand_arch()
+    vec = vector_of(arch, "exits+parallel")
+    res = cli(
+        "space",
+        "cost",
+        vec,
+        "-e",
+        "exits+parallel",
+        "--supernet",
+        "tiny",
+        "--device",
+        "microcontroller",
+        "--json",
+    )
+    assert res.code == 0, res.err
+    doc = res.json()
+    cost = subnet_cost(arch, cfg_of("tiny", "exits+parallel", False), "int8")
+    assert doc["dtype"] == "int8" and doc["flash_bytes"] == cost.flash_bytes
+    prof = doc["profile"]
+    assert prof["name"] == "microcontroller-profile" and prof["fits"] is True
+    names = [c["name"] for c in prof["checks"]]
+    assert names == ["macs", "flash_bytes", "peak_sram_bytes", "latency_ms"]
+    assert doc["latency_ms"] == pytest.approx(cost.macs / 1e8 * 1000)
+    text = cli("space", "cost", vec, "-e", "exits+parallel", "--device", "microcontroller")
+    assert text.code == 0 and "max_peak_sram_bytes" in text.out and "fits" in text.out
+
+
+def test_cli_cost_with_an_impossible_profile_reports_and_exits_0(cli, tmp_path):
+    path = write_profile(tmp_path / "impossible.toml", "max_params = 1000")
+    vec = vector_of(hand_arch(), "exits+parallel")
+    res = cli("space", "cost", vec, "-e", "exits+parallel", "--device", path, "--json")
+    assert res.code == 0, res.err
+    prof = res.json()["profile"]
+    assert prof["fits"] is False
+    assert [c["budget_key"] for c in prof["checks"] if not c["passed"]] == ["max_params"]
+    text = cli("space", "cost", vec, "-e", "exits+parallel", "--device", path)
+    assert text.code == 0 and "does not fit" in text.out and "max_params" in text.out
+
+
+def test_cli_cost_bad_input_exits_2(cli, tmp_path):
+    vec = vector_of(hand_arch(), "exits+parallel")
+    wide = vec.split(",")
+    wide[1] = "1"
+    for args, needle in [
+        (("space", "cost", "1,2,3", "-e", "baseline"), "has 22 genes"),
+        (("space", "cost", vec, "--supernet", "huge"), "unknown supernet 'huge'"),
+        (("space", "cost", ",".join(wide), "--supernet", "tiny-w1.0"), "position 2 (W)"),
+        (("space", "cost", vec, "--classes", "1"), "at least 2 classes"),
+        (("space", "cost", vec, "--dtype", "int4"), "dtype"),
+        (("space", "cost", vec, "--device", str(tmp_path / "none.toml")), "does not exist"),
+        (("space", "cost", vec, "--device", "microcontroller", "--dtype", "float32"), "int8"),
+    ]:
+        res = cli(*args)
+        assert res.code == 2, (args, res.out, res.err)
+        assert needle in res.err, (needle, res.err)
+        assert "Traceback" not in res.err and len(res.err.strip().splitlines()) == 1
+
+
+def test_subnet_cost_record():
+    c = SubnetCost(1, 2, 3, 4, "int8")
+    assert c.as_dict() == {
+        "params": 1,
+        "macs": 2,
+        "peak_sram_bytes": 3,
+        "flash_bytes": 4,
+        "dtype": "int8",
+    }

@@ -1,0 +1,512 @@
+"""``natv2 export``: ONNX float/int8 export of plain subnets, its checks, report and CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from natv2.data import load_dataset
+from natv2.device_profiles import load_profile
+from natv2.errors import Natv2Error
+from natv2.export.onnx import PARITY_RTOL
+from natv2.export.report import INT8_FILE, export_folder, summary
+from natv2.profiling.cost import subnet_cost
+from natv2.profiling.counters import fvcore_macs, onnx_costs, params_after_bn_folding
+from natv2.space import ENCODINGS, Arch, SearchSpace
+from natv2.supernet import build_supernet, config_for_encoding, load_subnet, materialize
+from natv2.supernet.checkpoint import save_supernets
+from natv2.supernet.materialize import save_subnet
+from natv2.supernet.plain import make_exit_head
+
+TINY = {"preset": "tiny", "width": 1.0, "num_classes": 10}
+
+
+def randomised(net):
+    """Non-trivial BatchNorm statistics and affine terms, as training would leave them: the
+    logits of an untrained supernet are tiny and would make parity trivially true."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.uniform_(-0.2, 0.2, generator=gen)
+            elif isinstance(m, nn.Linear):
+                m.weight.mul_(50.0)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def supernets():
+    return {
+        e: randomised(build_supernet(config_for_encoding(e, **TINY), seed=1)) for e in ENCODINGS
+    }
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def some_arch(encoding: str, exit_: int | None = None, resolution: int = 48) -> Arch:
+    space = SearchSpace(encoding, widths=(1.0,))
+    arch = space.decode(space.sample(1, np.random.default_rng(7))[0])
+    return space.decode(
+        space.encode(
+            Arch(resolution, 1.0, (exit_ or arch.exit) if space.has_exits else 5, arch.levels)
+        )
+    )
+
+
+def saver(module):
+    return lambda folder: save_subnet(module, folder)
+
+
+def ort_logits(path: Path, x: torch.Tensor) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+# ------------------------------------------------------------------------------ float export
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_every_encoding_exports_checked_and_counted(encoding, supernets, tmp_path):
+    exit_ = 3 if encoding.startswith("exits") else None  # an early-exit subnet
+    arch = some_arch(encoding, exit_)
+    net = materialize(supernets[encoding], arch).eval()
+    out = tmp_path / "export"
+    report = export_folder(
+        net,
+        out,
+        arch=arch,
+        save_module=saver(net),
+        encoding=encoding,
+        vector=SearchSpace(encoding).encode(arch),
+        cost_config=net.config,
+        latency_runs=0,
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "arch.json",
+        "model.onnx",
+        "model.pt",
+        "report.json",
+    ]
+    model = onnx.load(str(out / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 17
+    assert not any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
+    )  # self-contained
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    assert [o.name for o in model.graph.output] == ["logits"]
+
+    # parity, checked here independently of the exporter's own check, at batch 1 and 7
+    gen = torch.Generator().manual_seed(3)
+    for batch in (1, 7):
+        x = torch.randn(batch, 3, arch.resolution, arch.resolution, generator=gen)
+        with torch.no_grad():
+            ref = net(x).numpy()
+        got = ort_logits(out / "model.onnx", x)
+        assert np.abs(ref).max() > 1.0  # non-trivial logits
+        assert np.abs(got - ref).max() <= PARITY_RTOL * max(1.0, np.abs(ref).max())
+    for case in report["parity"]["float"]:
+        assert case["passed"] is True and case["max_abs_diff"] <= case["tolerance"]
+    assert [c["batch"] for c in report["parity"]["float"]] == [1, 7]
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    shape = (1, 3, arch.resolution, arch.resolution)
+    macs = int(meta["macs"])
+    assert macs == fvcore_macs(net, shape) == onnx_costs(model).macs
+    assert macs == subnet_cost(arch, net.config).macs
+    assert meta["encoding"] == encoding and meta["arch_id"] == arch.id
+    assert json.loads(meta["arch_vector"]) == [int(v) for v in SearchSpace(encoding).encode(arch)]
+    assert meta["natv2_version"] and int(meta["params"]) == sum(p.numel() for p in net.parameters())
+    p = report["params"]
+    assert p["graph"] == p["folded"] == params_after_bn_folding(net) == onnx_costs(model).params
+    assert p["module"] - p["bn_removed"] == p["graph"] and p["bn_removed"] > 0
+    assert (
+        report["memory"]["flash_bytes"]["onnx_graph"]
+        == (report["memory"]["flash_bytes"]["cost_model"])
+    )
+    assert (
+        report["memory"]["peak_sram_bytes"]["onnx_graph"]
+        == (report["memory"]["peak_sram_bytes"]["cost_model"])
+    )
+    # model.pt + arch.json rebuild the module without the supernet
+    rebuilt = load_subnet(out)
+    x = torch.randn(2, 3, arch.resolution, arch.resolution)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), net(x))
+    # the report lists the sha256 of every other file
+    for name, entry in report["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == entry["sha256"]
+
+
+class TwoExitEnsemble(nn.Module):
+    """A generic multi-exit module (not natv2.aep, and no cost model of its own): a subnet plus
+    an exit head re-attached after an earlier stage, logits = weighted sum of both exits."""
+
+    def __init__(self, subnet) -> None:
+        super().__init__()
+        self.subnet = subnet
+        self.early = make_exit_head(subnet.config, subnet.arch.exit - 2)
+        self.register_buffer("weights", torch.tensor([0.3, 0.7]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.subnet.features(x)
+        early = self.early(feats[-2])
+        final = self.subnet.head(feats[-1])
+        return self.weights[0] * early + self.weights[1] * final
+
+
+def test_multi_exit_ensemble_exports_as_one_graph(supernets, tmp_path):
+    arch = some_arch("exits+parallel", exit_=4)
+    sub = materialize(supernets["exits+parallel"], arch)
+    model = randomised(TwoExitEnsemble(sub))
+
+    def save(folder: Path) -> None:
+        torch.save(model.state_dict(), folder / "model.pt")
+        (folder / "arch.json").write_text(json.dumps({"format": "test", "arch": arch.to_dict()}))
+
+    report = export_folder(model, tmp_path / "aep", arch=arch, save_module=save, latency_runs=0)
+    graph = onnx.load(str(tmp_path / "aep" / "model.onnx"))
+    assert len(graph.graph.output) == 1
+    assert report["module"] == "TwoExitEnsemble" and all(
+        c["passed"] is True for c in report["parity"]["float"]
+    )
+    # both heads are in the graph: the MACs are the subnet's plus the early head's
+    early_head = fvcore_macs(model.early, (1, sub.config.stage_channels[2], 3, 3))
+    assert report["macs"]["cost_model"] is None
+    assert report["macs"]["onnx_graph"] == report["macs"]["fvcore"]
+    assert report["macs"]["onnx_graph"] == subnet_cost(arch, sub.config).macs + early_head
+    assert report["params"]["graph"] == params_after_bn_folding(model)
+
+
+# ------------------------------------------------------------------------------ failures
+
+
+class Planted(nn.Module):
+    """A module that computes something else while being exported."""
+
+    def __init__(self, subnet) -> None:
+        super().__init__()
+        self.subnet = subnet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.subnet(x)
+        if torch.onnx.is_in_onnx_export():
+            out = out.flip(1)  # the classes in reverse order
+        return out
+
+
+def test_planted_mismatch_fails_parity_and_leaves_no_trace(supernets, tmp_path):
+    arch = some_arch("baseline")
+    model = Planted(materialize(supernets["baseline"], arch))
+    kwargs = {"arch": arch, "save_module": saver(model.subnet), "latency_runs": 0}
+
+    fresh = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(Natv2Error, match="parity check failed"):
+        export_folder(model, fresh, **kwargs)
+    assert not (tmp_path / "new").exists()  # neither the folder nor the parents it made
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.onnx").write_bytes(b"previous export")
+    (old / "report.json").write_text("{}")
+    with pytest.raises(Natv2Error, match="parity check failed"):
+        export_folder(model, old, **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]  # no temporary folder left
+    assert (old / "model.onnx").read_bytes() == b"previous export"
+    assert sorted(p.name for p in old.iterdir()) == ["model.onnx", "report.json"]
+
+    # the honest module replaces the old export in one step
+    export_folder(model.subnet, old, **kwargs)
+    assert (old / "model.onnx").read_bytes() != b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+
+
+def test_a_folder_that_is_not_an_export_is_never_replaced(supernets, tmp_path):
+    arch = some_arch("baseline")
+    net = materialize(supernets["baseline"], arch)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(Natv2Error, match="not an export folder"):
+        export_folder(net, tmp_path, arch=arch, save_module=saver(net), latency_runs=0)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------ int8
+
+
+def test_int8_export_on_digits(supernets, digits, tmp_path):
+    space = SearchSpace("baseline")
+    big = space.maximal()
+    arch = Arch(48, 1.0, 5, big.levels)  # the largest tiny subnet, at the lowest resolution
+    net = materialize(supernets["baseline"], arch)
+    profile = load_profile("microcontroller-profile")
+    out = tmp_path / "int8"
+    report = export_folder(
+        net,
+        out,
+        arch=arch,
+        save_module=saver(net),
+        encoding="baseline",
+        vector=space.encode(arch),
+        cost_config=net.config,
+        profile=profile,
+        dataset=digits,
+        calibration_images=64,
+        latency_runs=3,
+        latency_warmup=1,
+    )
+    float_bytes = (out / "model.onnx").stat().st_size
+    int8_bytes = (out / INT8_FILE).stat().st_size
+    assert float_bytes >= 3 * int8_bytes
+    assert report["int8"]["size_ratio"] == pytest.approx(float_bytes / int8_bytes)
+    acc = report["accuracy"]
+    assert acc["images"] == len(digits.test) and acc["split"] == "test"
+    for key in ("float_top1", "int8_top1", "int8_float_agreement"):
+        assert 0.0 <= acc[key] <= 1.0
+    int8 = onnx.load(str(out / INT8_FILE))
+    onnx.checker.check_model(int8, full_check=True)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in int8.graph.node}
+    meta = {p.key: p.value for p in int8.metadata_props}
+    assert meta["dtype"] == "int8" and meta["profile"] == "microcontroller-profile"
+    assert report["macs"]["int8_graph"] == report["macs"]["onnx_graph"]
+    assert report["params"]["int8_graph"] == report["params"]["graph"]
+    # flash and peak at the profile's dtype, from the graph counter and the cost model
+    assert report["memory"]["dtype"] == "int8"
+    assert (
+        report["memory"]["flash_bytes"]["onnx_graph"]
+        == subnet_cost(arch, net.config, "int8").flash_bytes
+    )
+    assert report["verdict"]["deployed_file"] == INT8_FILE
+    assert {c["name"] for c in report["verdict"]["checks"]} >= {"macs", "flash_bytes"}
+    assert report["latency"]["latency_ms"] == pytest.approx(report["latency"]["estimate_ms"])
+    assert set(report["latency"]["host"]) == {"float", "int8"}
+    assert len(report["parity"]["float"]) == 4  # random and real images, batch 1 and 7
+    text = summary(report)
+    assert "int8" in text and "top-1" in text
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def vec_text(vector) -> str:
+    return ",".join(str(int(v)) for v in vector)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, supernets):
+    """A minimal run directory: config, adapted supernet, a front with one record."""
+    root = tmp_path_factory.mktemp("run")
+    encoding = "exits"
+    arch = some_arch(encoding, exit_=4)
+    save_supernets(root / "supernet.pt", {1.0: supernets[encoding]})
+    config = {
+        "encoding": encoding,
+        "dataset": "digits",
+        "data_dir": None,
+        "device": "host-cpu-profile",
+        "seed": 0,
+        "settings": {"calibration_images": 300, "eval_batch": 100},  # as natv2 search records
+    }
+    (root / "config.json").write_text(json.dumps(config))
+    record = {
+        "id": arch.id,
+        "encoding": encoding,
+        "vector": [int(v) for v in SearchSpace(encoding).encode(arch)],
+        "accuracy": 0.625,
+    }
+    (root / "front.json").write_text(json.dumps([record]))
+    return root, arch
+
+
+def test_cli_run_dir_mode_recalibrates_like_the_search(cli, run_dir, supernets, digits):
+    root, arch = run_dir
+    r = cli("export", root, "--subnet", arch.id, "--runs", "1")
+    assert r.code == 0, r.err
+    assert "exported" in r.out and "verdict" in r.out
+    out = root / "exports" / arch.id
+    report = json.loads((out / "report.json").read_text())
+    assert report["accuracy"]["search_val_accuracy"] == 0.625
+    assert report["source"]["mode"] == "run" and report["verdict"]["profile"] == "host-cpu-profile"
+    meta = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    assert float(meta["val_accuracy"]) == 0.625 and meta["dataset"] == "digits"
+    assert not (out / INT8_FILE).exists()  # host-cpu-profile is float32
+
+    # the exported weights are the search's: materialised, BatchNorm recalibrated on the same
+    # 300 training images in the same batches of 100 (config.json's settings)
+    from natv2.accelerator import Accelerator
+    from natv2.evaluate import EvalData, recalibrate_bn
+
+    ref = materialize(supernets["exits"], arch)
+    cpu = Accelerator(torch.device("cpu"))
+    cache = EvalData(digits, digits.val, digits.calibration_subset(300), cpu, batch_size=100)
+    recalibrate_bn(ref, cache.batches("calib", arch.resolution))
+    got = load_subnet(out).state_dict()
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(got[key], value)
+    assert "300 digits train images (batches of 100)" in report["source"]["batchnorm"]
+
+
+def test_cli_postprocessed_folder(cli, run_dir, supernets, tmp_path):
+    root, arch = run_dir
+    folder = root / "postprocessed" / arch.id
+    save_subnet(materialize(supernets["exits"], arch), folder)
+    out = tmp_path / "pp"
+    r = cli(
+        "export",
+        root,
+        "--subnet",
+        arch.id,
+        "--postprocessed",
+        "--runs",
+        "0",
+        "--out",
+        out,
+        "--json",
+    )
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)  # one JSON document, nothing else on stdout
+    assert doc["source"]["mode"] == "postprocessed" and doc["id"] == arch.id
+    assert (out / "model.onnx").is_file()
+
+
+HAVE_AEP = importlib.util.find_spec("natv2.postprocess") is not None
+
+
+def copy_run(root: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for name in ("config.json", "front.json"):
+        (dest / name).write_text((root / name).read_text())
+    return dest
+
+
+@pytest.mark.skipif(not HAVE_AEP, reason="natv2.postprocess (AEP) is not there yet")
+def test_cli_exports_a_postprocessed_aep_model_as_one_graph(cli, run_dir, supernets, tmp_path):
+    from natv2.aep import aep_cost, build_aep, pruned
+    from natv2.postprocess import save_postprocessed
+
+    root, arch = run_dir
+    run = copy_run(root, tmp_path / "aep-run")
+    sub = materialize(supernets["exits"], arch)
+    aep = pruned(build_aep(sub, supernets["exits"]), [2, 3])  # exits 2 and 3 of X = 4
+    save_postprocessed(run / "postprocessed" / arch.id, aep, None)
+    r = cli("export", run, "--subnet", arch.id, "--postprocessed", "--runs", "0", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["module"] == "AEPNet" and doc["id"] == arch.id
+    out = run / "exports" / f"{arch.id}-postprocessed"
+    graph = onnx.load(str(out / "model.onnx"))
+    assert [o.name for o in graph.graph.output] == ["logits"]  # one graph, one output
+    for case in doc["parity"]["float"]:
+        assert case["passed"] is True
+    assert len(doc["parity"]["float"]) == 4  # random and digits images, batch 1 and 7
+    expected = aep_cost(aep, aep.config)
+    assert doc["macs"]["onnx_graph"] == doc["macs"]["fvcore"] == expected["macs"]
+    assert doc["macs"]["cost_model"] == expected["macs"]
+    assert doc["params"]["module"] == expected["params"]
+    assert doc["params"]["graph"] == params_after_bn_folding(aep)
+    # the folder's model.pt + arch.json are the post-processed ones (rebuild without supernet)
+    from natv2.commands.export import load_model_folder
+
+    rebuilt = load_model_folder(out)
+    x = torch.randn(3, 3, arch.resolution, arch.resolution)
+    with torch.no_grad():
+        ref = aep(x)
+        torch.testing.assert_close(rebuilt(x), ref)
+    got = ort_logits(out / "model.onnx", x)
+    assert np.abs(got - ref.numpy()).max() <= PARITY_RTOL * max(1.0, np.abs(got).max())
+
+
+@pytest.mark.skipif(HAVE_AEP, reason="natv2.postprocess exists: the AEP path is tested above")
+def test_cli_aep_folder_without_loader_is_a_clear_error(cli, run_dir, tmp_path):
+    root, arch = run_dir
+    run = copy_run(root, tmp_path / "aep-run")
+    aep = run / "postprocessed" / arch.id
+    aep.mkdir(parents=True)
+    (aep / "arch.json").write_text(json.dumps({"format": "natv2-aep/1", "arch": arch.to_dict()}))
+    r = cli("export", run, "--subnet", arch.id, "--postprocessed")
+    assert r.code == 2 and "AEP" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_cli_supernet_mode_json(cli, supernets, tmp_path):
+    ckpt = tmp_path / "sn.pt"
+    save_supernets(ckpt, {1.0: supernets["parallel"]})
+    arch = some_arch("parallel")
+    vector = vec_text(SearchSpace("parallel").encode(arch))
+    out = tmp_path / "out"
+    r = cli("export", "--supernet", ckpt, "--arch", vector, "--out", out, "--runs", "0", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["id"] == arch.id and doc["encoding"] == "parallel"
+    assert doc["source"]["batchnorm"] == "the supernet's statistics"
+    assert doc["verdict"] is None and doc["int8"] is None and doc["accuracy"]["dataset"] is None
+    assert doc["macs"]["onnx_graph"] == doc["macs"]["fvcore"] == doc["macs"]["cost_model"]
+    assert sorted(doc["files"]) == ["arch.json", "model.onnx", "model.pt"]
+    # the weights are the supernet's own (no recalibration)
+    ref = materialize(supernets["parallel"], arch).state_dict()
+    for key, value in load_subnet(out).state_dict().items():
+        torch.testing.assert_close(value, ref[key])
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(cli, run_dir, tmp_path):
+    root, arch = run_dir
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    good = vec_text(SearchSpace("exits").encode(arch))
+    out = tmp_path / "never"
+    cases = {
+        "unknown subnet": (["export", root, "--subnet", "r48-nope"], "not in"),
+        "missing run dir": (["export", tmp_path / "missing", "--subnet", arch.id], "run directory"),
+        "corrupt checkpoint": (
+            ["export", "--supernet", corrupt, "--arch", good, "--out", out],
+            "checkpoint",
+        ),
+        "short vector": (
+            ["export", "--supernet", root / "supernet.pt", "--arch", "1,2,3", "--out", out],
+            "genes",
+        ),
+        "vector out of range": (
+            ["export", "--supernet", root / "supernet.pt", "--arch", "9" + good[1:], "--out", out],
+            "allowed range",
+        ),
+        "wrong encoding": (
+            [
+                "export",
+                "--supernet",
+                root / "supernet.pt",
+                "--arch",
+                good,
+                "-e",
+                "parallel",
+                "--out",
+                out,
+            ],
+            "genes",
+        ),
+        "int8 without images": (
+            ["export", "--supernet", root / "supernet.pt", "--arch", good, "--out", out, "--int8"],
+            "calibration images",
+        ),
+        "both modes": (["export", root, "--supernet", corrupt], "either"),
+        "supernet without out": (["export", "--supernet", corrupt, "--arch", good], "--out"),
+    }
+    for name, (args, words) in cases.items():
+        r = cli(*args)
+        assert r.code == 2, (name, r.code, r.err)
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), (name, r.err)
+        assert words in lines[0], (name, lines[0])
+    assert not out.exists()

@@ -1,0 +1,204 @@
+"""The NATv2 search end to end on digits with the tiny supernet (smoke settings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from natv2.accelerator import resolve_accelerator
+from natv2.data import load_dataset
+from natv2.device_profiles import load_profile
+from natv2.pipeline import SearchRequest, run_search
+from natv2.pretrain import PretrainConfig, pretrain
+from natv2.profiling.counters import fvcore_macs
+from natv2.space import SearchSpace
+from natv2.supernet import materialize
+from natv2.supernet.checkpoint import load_supernets
+
+RUN_FILES = [
+    "config.json",
+    "archive.jsonl",
+    "front.json",
+    "front.csv",
+    "high_tradeoff.json",
+    "high_tradeoff.csv",
+    "pareto.png",
+    "supernet.pt",
+    "search.log",
+    "checkpoints/iter-000.pt",
+    "checkpoints/iter-001.pt",
+]
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def supernet_ckpt(tmp_path_factory, digits):
+    """A tiny exits+parallel supernet pretrained with the (seconds-long) test schedule."""
+    out = tmp_path_factory.mktemp("supernet") / "tiny.pt"
+    cfg = PretrainConfig("tiny-w1.0", "exits+parallel", "test", seed=0, calibration_images=64)
+    pretrain(cfg, digits, resolve_accelerator("cpu"), out, show_progress=False, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tight_profile(tmp_path_factory):
+    """A microcontroller-like profile whose MAC and SRAM budgets cut the tiny space in two."""
+    path = tmp_path_factory.mktemp("profiles") / "tight.toml"
+    path.write_text(
+        'name = "tight"\ndescription = "test profile"\n'
+        '[hardware]\ndtype = "int8"\nmacs_per_second = 1.0e8\nsram_bytes = 40000\n'
+        "flash_bytes = 400000\n"
+        '[task]\nobjectives = ["accuracy", "macs"]\n'
+        "[budgets]\nmax_macs = 1200000\nmax_peak_sram_bytes = 30000\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def search_run(tmp_path_factory, supernet_ckpt, tight_profile):
+    from natv2.cli import main
+
+    out = tmp_path_factory.mktemp("search") / "run"
+    args = [
+        "search",
+        "--device",
+        str(tight_profile),
+        "--dataset",
+        "digits",
+        "--supernet",
+        str(supernet_ckpt),
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--accelerator",
+        "cpu",
+        "--json",
+    ]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 0
+    return out
+
+
+def test_search_writes_every_output(search_run):
+    for name in RUN_FILES:
+        assert (search_run / name).is_file(), name
+    front = json.loads((search_run / "front.json").read_text())
+    assert front, "empty front"
+    high = json.loads((search_run / "high_tradeoff.json").read_text())
+    assert {r["id"] for r in high} <= {r["id"] for r in front}
+    archive = [json.loads(line) for line in (search_run / "archive.jsonl").read_text().splitlines()]
+    assert len(archive) == 6
+    assert (search_run / "front.csv").read_text().splitlines()[0].startswith("id,encoding,vector")
+    assert (search_run / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_returned_subnet_fits_the_profile_counted_with_fvcore(search_run, tight_profile):
+    profile = load_profile(tight_profile)
+    nets, _ = load_supernets(search_run / "supernet.pt")
+    space = SearchSpace("exits+parallel", widths=(1.0,))
+    records = json.loads((search_run / "front.json").read_text())
+    records += json.loads((search_run / "high_tradeoff.json").read_text())
+    for rec in records:
+        arch = space.decode(rec["vector"])
+        assert arch.id == rec["id"]
+        module = materialize(nets[arch.width], arch).eval()
+        macs = fvcore_macs(module, (1, 3, arch.resolution, arch.resolution))
+        params = sum(p.numel() for p in module.parameters())
+        assert macs == rec["macs"] and params == rec["params"]
+        checks = profile.check({**rec, "macs": macs, "params": params})
+        assert checks and all(c.passed for c in checks), rec["id"]
+
+
+def test_nat_mode_runs(cli, supernet_ckpt, tmp_path):
+    res = cli(
+        "search",
+        "--supernet",
+        supernet_ckpt,
+        "--dataset",
+        "digits",
+        "--preset",
+        "smoke",
+        "--mode",
+        "nat",
+        "--out",
+        tmp_path / "nat",
+        "--accelerator",
+        "cpu",
+        "--json",
+    )
+    assert res.code == 0, res.err
+    doc = res.json()
+    assert doc["front"] and all(r["encoding"] == "exits+parallel" for r in doc["front"])
+    archive = (tmp_path / "nat" / "archive.jsonl").read_text().splitlines()
+    assert len(archive) > 4  # NAT's archive grows from its initial 4
+
+
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(supernet_ckpt, digits, tmp_path):
+    acc = resolve_accelerator("cpu")
+    profile = load_profile("microcontroller-profile")
+    req = SearchRequest(supernet=str(supernet_ckpt), dataset="digits", preset="smoke", iterations=2)
+    quiet = lambda m: None  # noqa: E731
+    run_search(req, profile, digits, acc, tmp_path / "a", log=quiet)
+
+    def killed(iteration):
+        if iteration == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_search(req, profile, digits, acc, tmp_path / "b", log=quiet, on_iteration=killed)
+    assert not (tmp_path / "b" / "front.json").exists()
+    run_search(req, profile, digits, acc, tmp_path / "b", resume=True, log=quiet)
+    for name in ("archive.jsonl", "front.json", "high_tradeoff.json"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
+    a = torch.load(tmp_path / "a" / "checkpoints" / "iter-002.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "iter-002.pt", weights_only=True)
+    for key, t in a["supernets"]["1.0"].items():
+        assert torch.equal(t, b["supernets"]["1.0"][key]), key
+
+
+def test_a_profile_nothing_fits_exits_2_before_training(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("NATV2_CACHE_DIR", str(tmp_path / "cache"))
+    bad = tmp_path / "impossible.toml"
+    bad.write_text(
+        'name = "impossible"\ndescription = "nothing fits"\n'
+        '[hardware]\ndtype = "int8"\nmacs_per_second = 1e8\n'
+        '[task]\nobjectives = ["accuracy", "params"]\n[budgets]\nmax_params = 1000\n'
+    )
+    res = cli(
+        "search",
+        "--device",
+        bad,
+        "--dataset",
+        "digits",
+        "--out",
+        tmp_path / "run",
+        "--accelerator",
+        "cpu",
+    )
+    assert res.code == 2
+    assert "impossible.toml" in res.err and "max_params" in res.err
+    assert "Traceback" not in res.err
+    assert not (tmp_path / "cache").exists()  # nothing was trained
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_dir_needs_resume(cli, search_run):
+    res = cli("search", "--dataset", "digits", "--out", search_run, "--accelerator", "cpu")
+    assert res.code == 2 and "--resume" in res.err
+
+
+def test_predictors_compare_on_a_search_archive(cli, search_run):
+    res = cli(
+        "predictors", "compare", search_run, "--folds", "3", "--predictors", "lgbm,ridge", "--json"
+    )
+    assert res.code == 0, res.err
+    doc = res.json()
+    assert doc
