@@ -1,6 +1,6 @@
 """How fast the analytical cost model is, and how much faster than counting with fvcore.
 
-    python benchmarks/cost_model.py [--archs 5000] [--fvcore-subnets 5] [--repeats 3]
+    python benchmarks/cost_model.py [--archs 5000] [--fvcore-subnets 10] [--repeats 3]
 
 For each preset (ofa-mbv3, tiny) and dense skips off/on, on ``--archs`` archs sampled from the
 exits+parallel space at both widths (NATv2's sampler, fixed seed):
@@ -68,7 +68,7 @@ def fvcore_seconds(archs, preset: str, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--archs", type=int, default=5000)
-    parser.add_argument("--fvcore-subnets", type=int, default=5)
+    parser.add_argument("--fvcore-subnets", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -46,7 +46,7 @@ def load_data(args) -> tuple[SearchSpace, np.ndarray, np.ndarray, str]:
     if args.run_dir:
         from natv2.commands.predictors import load_archive
 
-        space, X, y, skipped = load_archive(args.run_dir)
+        space, X, y, skipped = load_archive(args.run_dir, args.source)
         note = f", {skipped} unevaluated skipped" if skipped else ""
         return space, X, y, f"archive of {args.run_dir} ({len(X)} subnets{note}, {space.encoding})"
     space = SearchSpace(args.encoding)
@@ -157,6 +157,12 @@ def fig8(args, space, X, y) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run-dir", help="A natv2 search run directory (archive.jsonl).")
+    p.add_argument(
+        "--source",
+        default="evaluations",
+        choices=["evaluations", "archive"],
+        help="evaluations: every pre-processing evaluation (default); archive: the final archive",
+    )
     p.add_argument("--n", type=int, default=300, help="Samples for table 1 (default 300).")
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--features", default="integer", help="Features for table 1.")

@@ -30,15 +30,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(space.app, name="space")
-app.add_typer(predictors.app, name="predictors")
-app.command("import-ofa")(import_ofa.import_ofa)
-app.add_typer(profiles.app, name="profiles")
-app.command("validate")(validate.validate)
-app.command("train-supernet")(train_supernet.train_supernet)
+# in the order of the workflow
 app.command("search")(search.search)
-app.command("export")(export_command)
+app.add_typer(profiles.app, name="profiles")
+app.add_typer(space.app, name="space")
+app.command("train-supernet")(train_supernet.train_supernet)
+app.command("import-ofa")(import_ofa.import_ofa)
+app.add_typer(predictors.app, name="predictors")
 app.command("postprocess")(postprocess_command)
+app.command("export")(export_command)
+app.command("validate")(validate.validate)
 
 
 def _version(value: bool) -> None:

@@ -32,6 +32,7 @@ from natv2.space import SearchSpace
 from natv2.supernet.checkpoint import load_supernets
 from natv2.supernet.config import config_for_encoding, encoding_of, parse_supernet_name
 from natv2.supernet.network import OFAv2Supernet
+from natv2.train import eps_schedule
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,14 @@ def cache_dir() -> Path:
 
 
 def pretrained_path(req: SearchRequest, data: DatasetSplits) -> Path:
+    # the schedule's full content is in the key: a changed preset means a new pretraining
+    schedule = eps_schedule(req.pretrain_schedule, SearchSpace(req.encoding)).to_dict()
     key = json.dumps(
         [
             req.supernet,
             req.encoding,
             data.name,
-            req.pretrain_schedule,
+            schedule,
             req.seed,
             req.dense_skips,
             data.num_classes,

@@ -5,6 +5,7 @@ Layout (every file written atomically)::
     config.json          resolved configuration (encoding, supernet, dataset, device profile, ...)
     supernet.pt          the adapted supernet (natv2.supernet.checkpoint format)
     archive.jsonl        the final archive, one subnet record per line
+    evaluations.jsonl    every subnet evaluation of the run, in order (appended as it goes)
     front.json/.csv      non-dominated feasible subnets
     high_tradeoff.json/.csv   NAT's high trade-off subset of the front
     pareto.png           the front and the archive
@@ -32,6 +33,7 @@ from natv2.supernet.materialize import atomic_write_bytes
 CONFIG = "config.json"
 SUPERNET = "supernet.pt"
 ARCHIVE = "archive.jsonl"
+EVALUATIONS = "evaluations.jsonl"
 FRONT = "front"
 HIGH_TRADEOFF = "high_tradeoff"
 PLOT = "pareto.png"
@@ -90,13 +92,21 @@ def load_config(run_dir: str | Path) -> dict:
 
 
 def read_records(run_dir: Path, name: str) -> list[dict]:
-    """Records of ``front``, ``high_tradeoff`` (JSON) or the archive (JSON lines)."""
-    path = run_dir / (ARCHIVE if name == "archive" else f"{name}.json")
+    """Records of ``front``, ``high_tradeoff`` (JSON), ``archive`` or ``evaluations`` (JSON
+    lines; a line cut short by a kill is skipped)."""
+    lines_file = {"archive": ARCHIVE, "evaluations": EVALUATIONS}.get(name)
+    path = run_dir / (lines_file or f"{name}.json")
     if not path.is_file():
         return []
     try:
-        if name == "archive":
-            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if lines_file:
+            out = []
+            for line in path.read_text().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+            return out
         return list(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError) as exc:
         raise Natv2Error(f"{path}: unreadable ({exc}); rerun the search with --resume") from None

@@ -17,6 +17,7 @@ torchrun, evaluations are sharded across ranks and adaptation uses DistributedDa
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -78,16 +79,16 @@ class SearchSettings:
         if name == "demo":
             return SearchSettings(
                 iterations=3,
-                archive_size=40,
+                archive_size=20,
                 candidates=8,
-                nat_initial=20,
+                nat_initial=12,
                 population=40,
                 generations=25,
                 adapt_epochs=1,
-                adapt_steps=15,
+                adapt_steps=10,
                 adapt_batch=64,
-                adapt_lr=0.02,
-                calibration_images=256,
+                adapt_lr=0.002,
+                calibration_images=128,
             )
         if name == "smoke":  # tests and CI: seconds; pre-processing factor cut to 3
             return SearchSettings(
@@ -206,10 +207,30 @@ class NATv2Search:
                 results.update(part)
         self._scores.update(results)
         self.state.evaluations += len(todo)
+        self._log_evaluations(todo, desc)
         for rec in records:
             score = self._scores[tuple(rec["vector"])]
             rec["accuracy"] = score["top1"]
             rec["val_loss"] = score["loss"]
+
+    def _log_evaluations(self, records: list[dict], stage: str) -> None:
+        """Every evaluation, appended to evaluations.jsonl (predictor studies, auditing)."""
+        if not self.acc.is_main or not records:
+            return
+        with (self.run_dir / rundir.EVALUATIONS).open("a") as fh:
+            for rec in records:
+                score = self._scores[tuple(rec["vector"])]
+                fh.write(
+                    json.dumps(
+                        {
+                            **rec,
+                            "accuracy": score["top1"],
+                            "val_loss": score["loss"],
+                            "stage": stage,
+                        }
+                    )
+                    + "\n"
+                )
 
     # --- sampling ----------------------------------------------------------------------------
     def sample_feasible(self, n: int, sampler: str, rng: np.random.Generator) -> list[dict]:
@@ -256,7 +277,7 @@ class NATv2Search:
         archive = self.state.archive
         X = np.array([r["vector"] for r in archive])
         y = np.array([r["accuracy"] for r in archive])
-        predictor = make_predictor(self.job.predictor, seed=self.job.seed + iteration)
+        predictor = make_predictor(self.job.predictor, seed=self.job.seed + iteration, space=space)
         predictor.fit(X, y)
         problem = SubnetProblem(self, predictor)
         n_obj = len(self.job.objectives)

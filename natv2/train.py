@@ -104,7 +104,10 @@ class Schedule:
     momentum: float = 0.9
     weight_decay: float = 3e-4
     kd_ratio: float = 1.0
-    exit_weighting: str = "desc"
+    exit_weighting: str = "desc"  # AEP joint warm-up of the maximal network's exits (OFAv2)
+    # ENS-KD: how the teacher's exits are ensembled into the soft target. The paper leaves it
+    # open; rising weights keep the target closest to the teacher's strongest (deepest) exit.
+    ens_kd_weighting: str = "asc"
     steps_per_epoch: int | None = None  # cap (CPU demos and tests); None = the whole split
     warmup_lr_steps: int = 0
 
@@ -113,9 +116,21 @@ class Schedule:
 
 
 def _eps_phases(
-    epochs: dict[str, int], lrs: tuple[float, float], subnets: int, resolutions: tuple[int, ...]
+    epochs: dict[str, int],
+    lrs: tuple[float, float],
+    subnets: int,
+    resolutions: tuple[int, ...],
+    progressive: bool = True,
 ) -> tuple[Phase, ...]:
-    """The EPS sequence; ``epochs[step]`` is the length of each phase of that step."""
+    """The EPS sequence; ``epochs[step]`` is the length of each phase of that step.
+
+    ``progressive``: depth, expand, level and exit unlock their values in two phases each (OFA);
+    otherwise in one (the CPU demo, where every step counts).
+    """
+
+    def stages(values: tuple) -> tuple:
+        return values if progressive else values[-1:]
+
     full = ElasticChoices(
         resolutions=(max(resolutions),),
         kernels=(7,),
@@ -133,16 +148,16 @@ def _eps_phases(
     phases.append(Phase("resolution", epochs["resolution"], lr, c, subnets))
     c = replace(c, kernels=(7, 5, 3))
     phases.append(Phase("kernel", epochs["kernel"], lr, c, subnets))
-    for depths in ((4, 3), (4, 3, 2)):
+    for depths in stages(((4, 3), (4, 3, 2))):
         c = replace(c, depths=depths)
         phases.append(Phase("depth", epochs["depth"], lr, c, subnets))
-    for expands in ((6, 4), (6, 4, 3)):
+    for expands in stages(((6, 4), (6, 4, 3))):
         c = replace(c, expands=expands)
         phases.append(Phase("expand", epochs["expand"], lr, c, subnets))
-    for masks in ((7, 5, 3, 1), tuple(range(1, 8))):
+    for masks in stages(((7, 5, 3, 1), tuple(range(1, 8)))):
         c = replace(c, branch_masks=masks)
         phases.append(Phase("level", epochs["level"], lr, c, subnets))
-    for exits in ((5, 4, 3), (5, 4, 3, 2, 1)):
+    for exits in stages(((5, 4, 3), (5, 4, 3, 2, 1))):
         c = replace(c, exits=exits)
         phases.append(Phase("exit", epochs["exit"], lr, c, subnets))
     return tuple(phases)
@@ -154,9 +169,9 @@ def eps_schedule(name: str, space: SearchSpace) -> Schedule:
     batch 256, 4 subnets per batch, KD ratio 1)."""
     if name == "cpu-demo":
         epochs = dict.fromkeys(("resolution", "kernel", "depth", "expand", "level", "exit"), 1)
-        epochs |= {"teacher": 4, "warmup": 1}
-        phases = _eps_phases(epochs, (0.1, 0.05), 2, space.resolutions)
-        schedule = Schedule("cpu-demo", phases, batch_size=64, steps_per_epoch=15)
+        epochs |= {"teacher": 5, "warmup": 3}
+        phases = _eps_phases(epochs, (0.1, 0.02), 2, space.resolutions, progressive=False)
+        schedule = Schedule("cpu-demo", phases, batch_size=64, steps_per_epoch=12)
     elif name == "paper":
         epochs = {"teacher": 180, "warmup": 25, "resolution": 25, "kernel": 120, "depth": 120}
         epochs |= {"expand": 120, "level": 120, "exit": 120}
@@ -320,7 +335,7 @@ class SupernetTrainer:
         self.teacher.set_active(replace(self.teacher.space.maximal(), resolution=arch.resolution))
         with torch.no_grad(), self.acc.autocast():
             outs = self.teacher.forward_exits(x) if self.space.has_exits else [self.teacher(x)]
-        return teacher_probs(outs, self.schedule.exit_weighting)
+        return teacher_probs(outs, self.schedule.ens_kd_weighting)
 
     def _subnet_loss(self, x, y, arch: Arch, joint: bool, target) -> torch.Tensor:
         self.net.set_active(arch)
@@ -344,8 +359,11 @@ class SupernetTrainer:
         for j in range(self.micro):
             chunk = self.acc.rank * self.micro + j
             gen = torch.Generator().manual_seed(_torch_seed(self.seed, self.state.step, chunk))
-            xc = self.data.prepare_batch(xb[j :: self.micro], archs[0].resolution, True, gen)
-            xc = self.acc.to_device(xc)
+            # uint8 to the device first (4x less to copy), then augment and resize there
+            xc = self.acc.to_device(xb[j :: self.micro])
+            xc = self.data.prepare_batch(xc, archs[0].resolution, True, gen)
+            if self.acc.is_cuda:
+                xc = xc.contiguous(memory_format=torch.channels_last)
             yc = yb[j :: self.micro].to(self.acc.device, non_blocking=True)
             target = None if maximal_only else self._teacher_target(xc, archs[0])
             for arch in archs:
@@ -435,8 +453,8 @@ class SupernetTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             losses.append(self.train_step(xb, yb, phase, sampler))
-            if i % 10 == 0:
-                bar.set_postfix(loss=f"{float(losses[-1]):.3f}", lr=f"{lr:.2e}")
+            if i % 10 == 0:  # the loss is shown per epoch: reading it here would sync the GPU
+                bar.set_postfix(lr=f"{lr:.2e}")
             bar.update(1)
         bar.close()
         mean_loss = (

@@ -367,7 +367,7 @@ class _Tables:
             if block is None:
                 break
             code = _code(block)
-            key = ((stage << 2 | index) << 8 | hw) << 12 | code
+            key = ((stage << 2 | index) << 16 | hw) << 12 | code
             lv = table.get(key)
             if lv is None:
                 io = self.io[stage][index]

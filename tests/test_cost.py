@@ -688,7 +688,12 @@ def test_cli_cost_with_a_device_reports_each_budget(cli):
     assert names == ["macs", "flash_bytes", "peak_sram_bytes", "latency_ms"]
     assert doc["latency_ms"] == pytest.approx(cost.macs / 1e8 * 1000)
     text = cli("space", "cost", vec, "-e", "exits+parallel", "--device", "microcontroller")
-    assert text.code == 0 and "max_peak_sram_bytes" in text.out and "fits" in text.out
+    assert text.code == 0 and "max_peak_sram_bytes" in text.out and "verdict: fits" in text.out
+    # a profile that measures latency: that budget is reported as not checked
+    host = cli("space", "cost", vec, "-e", "exits+parallel", "--device", "host-cpu", "--json")
+    prof = host.json()["profile"]
+    assert host.json()["dtype"] == "float32" and host.json()["latency_ms"] is None
+    assert prof["checks"] == [] and prof["unchecked"] == ["max_latency_ms"]
 
 
 def test_cli_cost_with_an_impossible_profile_reports_and_exits_0(cli, tmp_path):

@@ -248,6 +248,18 @@ def test_optimizers_take_a_step(name):
         assert opt.base.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
 
 
+@pytest.mark.parametrize("name", ["sgd", "adamw", "ranger"])
+def test_fit_trains_with_each_optimizer(supernet, data, name):
+    from natv2.postprocess import fit
+
+    net = materialize(supernet, canonical("exits+parallel", 1)[0])
+    before = [p.detach().clone() for p in net.parameters()]
+    settings = make_settings("finetune", "cpu", optimizer=name, steps_per_epoch=1, batch_size=8)
+    out = fit(net, data, data.train, settings, CPU, epochs=1)
+    assert out["epochs_run"] == 1 and out["history"][0]["steps"] == 1
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+
+
 def test_lookahead_syncs_every_k_steps_and_resumes_from_its_state_dict():
     def run(opt_model, steps, start=0):
         opt, model = opt_model

@@ -29,38 +29,16 @@ import typer
 from natv2.commands.common import dataset_help, emit_json, make_logger
 from natv2.errors import Natv2Error
 
-AEP_FORMAT = "natv2-aep/1"
 CALIBRATION_IMAGES = 500  # unless the run's config.json records its own
 EVAL_BATCH = 250
 
 
 def load_model_folder(directory: str | Path):
-    """Rebuild the module of a model folder (``model.pt`` + ``arch.json``): a plain subnet
-    (``natv2.supernet.load_subnet``) or, for ``"format": "natv2-aep/1"``, an AEP ensemble
-    (``natv2.postprocess.load_postprocessed``)."""
-    from natv2.supernet.materialize import load_subnet
+    """Rebuild the module of a model folder (``model.pt`` + ``arch.json``): a plain subnet or an
+    AEP ensemble, whichever ``natv2 postprocess`` wrote."""
+    from natv2.postprocess import load_postprocessed
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise Natv2Error(
-            f"{directory} does not exist; post-process the subnet first with `natv2 postprocess`"
-        )
-    try:
-        desc = json.loads((directory / "arch.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise Natv2Error(
-            f"{directory / 'arch.json'}: cannot read the model description ({exc})"
-        ) from None
-    if isinstance(desc, dict) and desc.get("format") == AEP_FORMAT:
-        try:
-            from natv2.postprocess import load_postprocessed
-        except ImportError:
-            raise Natv2Error(
-                f"{directory} holds an AEP model ({AEP_FORMAT}) but this natv2 has no AEP "
-                "loader (natv2.postprocess.load_postprocessed); update natv2"
-            ) from None
-        return load_postprocessed(directory).eval()
-    return load_subnet(directory)
+    return load_postprocessed(directory)
 
 
 def _arch_of_folder(module, directory: Path):

@@ -24,7 +24,12 @@ def postprocess(
         None, "--optimizer", help="sgd, adamw or ranger (default: sgd for finetune, adamw for aep)."
     ),
     lr: float | None = typer.Option(None, "--lr", help="Initial learning rate (cosine annealed)."),
-    max_epochs: int | None = typer.Option(None, "--max-epochs", min=0, help="Phase 1 epochs."),
+    max_epochs: int | None = typer.Option(
+        None,
+        "--max-epochs",
+        min=0,
+        help="Most epochs of phase 1 (and the cosine schedule's length).",
+    ),
     patience: int | None = typer.Option(
         None, "--patience", min=1, help="Epochs without a lower validation loss before stopping."
     ),

@@ -19,8 +19,10 @@ app = typer.Typer(help="Accuracy predictors: compare them on a search archive.")
 _NAMES = "lgbm, gp, rbf, rbf_ensemble, mlp, cart, svr, ridge, knn, bayesian_ridge, e2epp, catboost"
 
 
-def load_archive(run_dir: str | Path):
-    """(space, vectors (n, L), accuracies (n,), skipped) from RUN_DIR/archive.jsonl.
+def load_archive(run_dir: str | Path, source: str = "archive"):
+    """(space, vectors (n, L), accuracies (n,), skipped) from RUN_DIR/archive.jsonl, or with
+    ``source="evaluations"`` from the pre-processing evaluations (one supernet state, the
+    paper's setting for comparing predictors) in RUN_DIR/evaluations.jsonl.
 
     The encoding comes from config.json ("encoding"), else from the records; records without a
     measured accuracy (null) are skipped and counted.
@@ -29,7 +31,10 @@ def load_archive(run_dir: str | Path):
     from natv2.space import SearchSpace
 
     run_dir = require_run_dir(run_dir)
-    records = read_records(run_dir, "archive")
+    records = read_records(run_dir, source)
+    if source == "evaluations":
+        first = [r for r in records if r.get("stage") in ("pre-processing", "initial archive")]
+        records = first or records
     encoding = load_config(run_dir).get("encoding")
     if encoding is None:
         found = sorted({str(r.get("encoding")) for r in records if r.get("encoding")})

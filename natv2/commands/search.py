@@ -6,12 +6,7 @@ from pathlib import Path
 
 import typer
 
-from natv2 import rundir
-from natv2.accelerator import resolve_accelerator, shutdown
 from natv2.commands.common import dataset_help, emit_json, make_logger
-from natv2.data import load_dataset
-from natv2.device_profiles import load_profile
-from natv2.pipeline import SearchRequest, run_search
 from natv2.space import ENCODINGS
 
 
@@ -56,6 +51,13 @@ def search(
     supernet, per-iteration checkpoints and a log. Under `torchrun` evaluations are sharded and
     adaptation uses DistributedDataParallel.
     """
+    # heavy imports (torch, pymoo) only when the command runs: `natv2 --help` stays fast
+    from natv2 import rundir
+    from natv2.accelerator import resolve_accelerator, shutdown
+    from natv2.data import load_dataset
+    from natv2.device_profiles import load_profile
+    from natv2.pipeline import SearchRequest, run_search
+
     profile = load_profile(device)
     acc = resolve_accelerator(accelerator)
     log_file = out / rundir.LOG

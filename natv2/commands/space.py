@@ -1,4 +1,4 @@
-"""``natv2 space``: sample and decode encoding vectors."""
+"""``natv2 space``: sample, decode and cost encoding vectors."""
 
 from __future__ import annotations
 
@@ -66,7 +66,9 @@ def decode(
 
 
 def _num(value: float) -> str:
-    return f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.3f}"
+    return f"{int(value):,}"
 
 
 _COST_LABELS = {
@@ -147,6 +149,7 @@ def cost(
         if profile.macs_per_second:
             doc["latency_ms"] = profile.estimate_latency_ms(figures["macs"])
         checks = profile.check({k: doc[k] for k in _COST_LABELS})
+        checked = {c.budget_key for c in checks}
         resolution_ok = arch.resolution in profile.resolutions
         doc["profile"] = {
             "name": profile.name,
@@ -154,6 +157,8 @@ def cost(
             "dtype": profile.dtype,
             "resolution_allowed": resolution_ok,
             "checks": [c.to_dict() for c in checks],
+            # budgets the analytical model cannot check (a latency the profile measures)
+            "unchecked": [k for k in profile.budgets if k not in checked],
             "fits": resolution_ok and all(c.passed for c in checks),
         }
     if as_json:
@@ -171,7 +176,7 @@ def cost(
         return
     prof = doc["profile"]
     typer.echo(f"device profile {profile.name} ({profile.source}):")
-    if not prof["checks"]:
+    if not profile.budgets:
         typer.echo("  no budgets")
     for c in checks:
         mark = "ok  " if c.passed else "OVER"
@@ -184,9 +189,17 @@ def cost(
             f"  OVER resolution {arch.resolution} is not among the profile's "
             f"{', '.join(map(str, profile.resolutions))}"
         )
-    if profile.latency == "measure" and "max_latency_ms" in profile.budgets:
-        typer.echo("  (latency is measured on the device: export and validate the subnet)")
+    for key in prof["unchecked"]:
+        typer.echo(
+            f"  ?    {key:<20} {_num(profile.budgets[key]):>16}   not checked: the profile "
+            "measures latency (natv2 export, then natv2 validate)"
+        )
     failed = [c.budget_key for c in checks if not c.passed]
     if not prof["resolution_allowed"]:
         failed.append("resolution")
-    typer.echo("verdict: fits" if prof["fits"] else f"verdict: does not fit ({', '.join(failed)})")
+    if not prof["fits"]:
+        typer.echo(f"verdict: does not fit ({', '.join(failed)})")
+    elif prof["unchecked"]:
+        typer.echo(f"verdict: fits the budgets checked ({', '.join(prof['unchecked'])} not)")
+    else:
+        typer.echo("verdict: fits")

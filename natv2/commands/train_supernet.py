@@ -6,10 +6,7 @@ from pathlib import Path
 
 import typer
 
-from natv2.accelerator import resolve_accelerator, shutdown
 from natv2.commands.common import dataset_help, emit_json, make_logger
-from natv2.data import load_dataset
-from natv2.pretrain import PretrainConfig, pretrain
 from natv2.space import ENCODINGS
 
 
@@ -33,6 +30,10 @@ def train_supernet(
 
     Under `torchrun --nproc_per_node N` the same command trains with DistributedDataParallel.
     """
+    from natv2.accelerator import resolve_accelerator, shutdown
+    from natv2.data import load_dataset
+    from natv2.pretrain import PretrainConfig, pretrain
+
     acc = resolve_accelerator(accelerator)
     log = make_logger(as_json, quiet=not acc.is_main)
     data = load_dataset(dataset, data_dir=data_dir, download=download)
