@@ -382,8 +382,6 @@ def test_cli_postprocessed_folder(cli, run_dir, supernets, tmp_path):
     assert (out / "model.onnx").is_file()
 
 
-
-
 def copy_run(root: Path, dest: Path) -> Path:
     dest.mkdir()
     for name in ("config.json", "front.json"):
