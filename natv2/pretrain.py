@@ -104,6 +104,8 @@ def pretrain(
             },
         }
         save_supernets(out, nets, meta)
+        for width in nets:  # the family is saved: the per-epoch training state is not needed
+            training_checkpoint(out, width).unlink(missing_ok=True)
     acc.barrier()
     return report
 
