@@ -32,7 +32,7 @@ from natv2.errors import Natv2Error
 from natv2.space import Arch
 from natv2.supernet.config import SupernetConfig
 from natv2.supernet.network import OFAv2Supernet
-from natv2.supernet.plain import FirstBlock, Stage, Subnet, make_exit_head, make_level, make_stem
+from natv2.supernet.plain import FirstBlock, Subnet, make_exit_head, make_stages, make_stem
 
 AEP_FORMAT = "natv2-aep/1"
 EXHAUSTIVE_MAX_EXITS = 5
@@ -82,13 +82,7 @@ class AEPNet(nn.Module):
         self.loss_weights = tuple(_normalised(loss_weights))
         self.stem = make_stem(config)
         self.first_block = FirstBlock(config.stem_channels)
-        self.stages = nn.ModuleList(
-            Stage(
-                [make_level(config, s, i, b) for i, b in enumerate(arch.active_blocks(s))],
-                config.dense_skips,
-            )
-            for s in range(self.depth)
-        )
+        self.stages = make_stages(arch, config, self.depth)
         self.heads = nn.ModuleDict({str(e): make_exit_head(config, e - 1) for e in exits})
         self.register_buffer(
             "ensemble_weights", torch.tensor(_normalised(ensemble_weights), dtype=torch.float32)

@@ -17,10 +17,10 @@ from pathlib import Path
 from natv2 import __version__, rundir
 from natv2.accelerator import Accelerator
 from natv2.data import DatasetSplits
-from natv2.device_profiles import Profile, check_feasible
+from natv2.device_profiles import Profile
 from natv2.errors import Natv2Error
 from natv2.pretrain import PretrainConfig, pretrain
-from natv2.profiling.cost import cheapest_costs
+from natv2.profiling.cost import ensure_feasible
 from natv2.search import (
     NATv2Search,
     SearchJob,
@@ -86,13 +86,6 @@ def search_space(profile: Profile, encoding: str, widths) -> SearchSpace:
     return SearchSpace(encoding, resolutions=allowed, widths=tuple(widths))
 
 
-def check_profile_fits(profile: Profile, space: SearchSpace, config) -> None:
-    """Exit 2 before any training when no subnet of the space can meet the profile."""
-    cheapest = cheapest_costs(space, config, profile.dtype)
-    cheapest = {**cheapest, "latency_ms": profile.estimate_latency_ms(cheapest["macs"])}
-    check_feasible(profile, cheapest)
-
-
 def resolve_supernets(
     req: SearchRequest, profile: Profile, data: DatasetSplits, acc: Accelerator, log
 ) -> tuple[dict[float, OFAv2Supernet], str]:
@@ -107,7 +100,7 @@ def resolve_supernets(
                 "re-import it with `natv2 import-ofa --classes N` or train one on this dataset"
             )
         space = search_space(profile, encoding_of(config), sorted(nets))
-        check_profile_fits(profile, space, config)
+        ensure_feasible(profile, space, config)
         return nets, encoding_of(config)
     preset, widths = parse_supernet_name(req.supernet)
     config = config_for_encoding(
@@ -117,7 +110,7 @@ def resolve_supernets(
         num_classes=data.num_classes,
         dense_skips=req.dense_skips,
     )
-    check_profile_fits(profile, search_space(profile, req.encoding, widths), config)
+    ensure_feasible(profile, search_space(profile, req.encoding, widths), config)
     ckpt = pretrained_path(req, data)
     if not ckpt.is_file():
         log(f"no pretrained {req.supernet} supernet for {data.name} yet: training one ({ckpt})")

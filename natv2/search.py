@@ -183,7 +183,10 @@ class NATv2Search:
             "encoding": self.job.space.encoding,
             "vector": [int(x) for x in vector],
             **{k: v for k, v in cost.as_dict().items() if k != "dtype"},
-            "latency_ms": self.job.profile.estimate_latency_ms(cost.macs),
+            # profiles that measure latency on the device give no MAC/s: no estimate here
+            "latency_ms": self.job.profile.estimate_latency_ms(cost.macs)
+            if self.job.profile.macs_per_second
+            else None,
         }
         checks = self.job.profile.check(rec)
         rec["feasible"] = all(c.passed for c in checks)
@@ -499,7 +502,11 @@ class SubnetProblem(Problem):
         self.search = search
         self.predictor = predictor
         # (record key, budget key) of every budget the profile sets
-        self.constraint_keys = [(c, b) for c, b in COST_KEYS.items() if b in budgets]
+        self.constraint_keys = [
+            (c, b)
+            for c, b in COST_KEYS.items()
+            if b in budgets and (c != "latency_ms" or search.job.profile.macs_per_second)
+        ]
         super().__init__(
             n_var=space.length,
             n_obj=len(search.job.objectives),

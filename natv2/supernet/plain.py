@@ -213,6 +213,17 @@ def make_level(config: SupernetConfig, stage: int, index: int, block: Block) -> 
     return branches[0] if len(branches) == 1 else ParallelLevel(branches)
 
 
+def make_stages(arch: Arch, config: SupernetConfig, n_stages: int) -> nn.ModuleList:
+    """The plain stages 1..``n_stages`` of ``arch`` (its active levels only)."""
+    return nn.ModuleList(
+        Stage(
+            [make_level(config, s, i, b) for i, b in enumerate(arch.active_blocks(s))],
+            config.dense_skips,
+        )
+        for s in range(n_stages)
+    )
+
+
 class Subnet(nn.Module):
     """A standalone subnet: stem, first block, the stages up to its exit, and that exit's head.
 
@@ -226,13 +237,7 @@ class Subnet(nn.Module):
         self.config = config
         self.stem = make_stem(config)
         self.first_block = FirstBlock(config.stem_channels)
-        self.stages = nn.ModuleList(
-            Stage(
-                [make_level(config, s, i, b) for i, b in enumerate(arch.active_blocks(s))],
-                config.dense_skips,
-            )
-            for s in range(arch.exit)
-        )
+        self.stages = make_stages(arch, config, arch.exit)
         self.head = make_exit_head(config, arch.exit - 1)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
