@@ -202,3 +202,12 @@ def test_predictors_compare_on_a_search_archive(cli, search_run):
     assert res.code == 0, res.err
     doc = res.json()
     assert doc
+
+
+def test_default_run_dir_never_collides(tmp_path):
+    from natv2.commands.search import free_run_dir
+
+    assert free_run_dir(tmp_path, "search") == tmp_path / "search"
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search-2").mkdir()
+    assert free_run_dir(tmp_path, "search") == tmp_path / "search-3"

@@ -37,7 +37,9 @@ def search(
     pretrain_schedule: str = typer.Option(
         "cpu-demo", help="EPS schedule when a preset must be pretrained: cpu-demo or paper."
     ),
-    out: Path = typer.Option(Path("runs/search"), help="Run directory to write."),
+    out: Path | None = typer.Option(
+        None, help="Run directory to write (default: runs/search, or runs/search-N if taken)."
+    ),
     resume: bool = typer.Option(
         False, help="Continue the search in --out from its last iteration."
     ),
@@ -58,6 +60,8 @@ def search(
     from natv2.device_profiles import load_profile
     from natv2.pipeline import SearchRequest, run_search
 
+    if out is None:
+        out = free_run_dir(Path("runs"), "search")
     profile = load_profile(device)
     acc = resolve_accelerator(accelerator)
     log_file = out / rundir.LOG
@@ -100,6 +104,15 @@ def search(
                 f"{result['evaluations']} evaluations)"
             )
     shutdown(acc)
+
+
+def free_run_dir(root: Path, name: str) -> Path:
+    """``root/name``, else ``root/name-2``, ``-3``, ...: a rerun never overwrites a finished run."""
+    candidate, n = root / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{name}-{n}"
+    return candidate
 
 
 def front_table(front: list[dict], high: set[str]) -> str:
