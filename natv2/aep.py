@@ -32,7 +32,14 @@ from natv2.errors import Natv2Error
 from natv2.space import Arch
 from natv2.supernet.config import SupernetConfig
 from natv2.supernet.network import OFAv2Supernet
-from natv2.supernet.plain import FirstBlock, Subnet, make_exit_head, make_stages, make_stem
+from natv2.supernet.plain import (
+    FirstBlock,
+    Subnet,
+    make_exit_head,
+    make_stages,
+    make_stem,
+    stage_outputs,
+)
 
 AEP_FORMAT = "natv2-aep/1"
 EXHAUSTIVE_MAX_EXITS = 5
@@ -99,12 +106,7 @@ class AEPNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Output of every stage the module runs (stage i at index i - 1)."""
-        x = self.first_block(self.stem(x))
-        outs = []
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs
+        return stage_outputs(self.stem, self.first_block, self.stages, x)
 
     def exit_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every kept exit, shallowest first."""

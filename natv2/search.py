@@ -16,7 +16,6 @@ torchrun, evaluations are sharded across ranks and adaptation uses DistributedDa
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -609,7 +608,3 @@ def job_json(job: SearchJob) -> dict:
         "seed": job.seed,
         "objectives": list(job.objectives),
     }
-
-
-def copy_nets(nets: dict[float, OFAv2Supernet]) -> dict[float, OFAv2Supernet]:
-    return {w: copy.deepcopy(n) for w, n in nets.items()}

@@ -224,6 +224,16 @@ def make_stages(arch: Arch, config: SupernetConfig, n_stages: int) -> nn.ModuleL
     )
 
 
+def stage_outputs(stem, first_block, stages, x: torch.Tensor) -> list[torch.Tensor]:
+    """Output of every stage (stage i at index i - 1): what exit heads are attached to."""
+    x = first_block(stem(x))
+    outs = []
+    for stage in stages:
+        x = stage(x)
+        outs.append(x)
+    return outs
+
+
 class Subnet(nn.Module):
     """A standalone subnet: stem, first block, the stages up to its exit, and that exit's head.
 
@@ -242,12 +252,7 @@ class Subnet(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Output of every stage up to the exit (AEP re-attaches heads to these)."""
-        x = self.first_block(self.stem(x))
-        outs = []
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs
+        return stage_outputs(self.stem, self.first_block, self.stages, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)[-1])
