@@ -128,17 +128,40 @@ class ElasticIRB(nn.Module):
         return h + x if self.residual else h
 
     @torch.no_grad()
-    def reorder_channels(self) -> None:
-        """Sort middle channels by the L1 norm of their projection weights, largest first."""
-        importance = self.project_conv.weight.abs().sum(dim=(0, 2, 3))
-        order = torch.argsort(importance, descending=True)
-        self.expand_conv.weight.copy_(self.expand_conv.weight[order])
+    def reorder_channels(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """OFA's ``re_organize_middle_weights``: sort the squeeze-excite hidden units by the L1
+        norm of their expand weights, then the middle channels by the L1 norm of their
+        projection weights, largest first, so that the slices of a smaller expand (and of its
+        smaller SE) keep the most useful ones.
+
+        ``optimizer``: its per-parameter state (SGD momentum, Adam moments) is permuted with the
+        weights, so training goes on as if the channels had always been in this order.
+        """
+        if self.se is not None:
+            hidden = torch.argsort(self.se.expand.weight.abs().sum(dim=(0, 2, 3)), descending=True)
+            _permute(self.se.expand.weight, 1, hidden, optimizer)
+            _permute(self.se.reduce.weight, 0, hidden, optimizer)
+            _permute(self.se.reduce.bias, 0, hidden, optimizer)
+        order = torch.argsort(self.project_conv.weight.abs().sum(dim=(0, 2, 3)), descending=True)
+        _permute(self.expand_conv.weight, 0, order, optimizer)
         for bn in (self.expand_bn, self.depthwise_bn):
             for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
-                t.copy_(t[order])
-        self.depthwise.weight.copy_(self.depthwise.weight[order])
+                _permute(t, 0, order, optimizer)
+        _permute(self.depthwise.weight, 0, order, optimizer)
         if self.se is not None:
-            self.se.reduce.weight.copy_(self.se.reduce.weight[:, order])
-            self.se.expand.weight.copy_(self.se.expand.weight[order])
-            self.se.expand.bias.copy_(self.se.expand.bias[order])
-        self.project_conv.weight.copy_(self.project_conv.weight[:, order])
+            _permute(self.se.reduce.weight, 1, order, optimizer)
+            _permute(self.se.expand.weight, 0, order, optimizer)
+            _permute(self.se.expand.bias, 0, order, optimizer)
+        _permute(self.project_conv.weight, 1, order, optimizer)
+
+
+def _permute(
+    t: torch.Tensor, dim: int, order: torch.Tensor, optimizer: torch.optim.Optimizer | None
+) -> None:
+    """Reorder ``t`` along ``dim`` in place, and every optimizer state tensor of its shape."""
+    t.copy_(t.index_select(dim, order))
+    if optimizer is None or not isinstance(t, nn.Parameter):
+        return
+    for value in optimizer.state.get(t, {}).values():
+        if isinstance(value, torch.Tensor) and value.shape == t.shape:
+            value.copy_(value.index_select(dim, order))

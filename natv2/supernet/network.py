@@ -139,11 +139,11 @@ class OFAv2Supernet(nn.Module):
         return self.forward(x, all_exits=True)
 
     @torch.no_grad()
-    def reorder_channels(self) -> None:
-        """OFA's channel re-ordering before elastic expand: most important channels first."""
-        for stage in self.stages:
-            for level in stage:
-                level.irb.reorder_channels()
+    def reorder_channels(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """OFA's channel re-ordering before elastic expand: most important channels first
+        (``optimizer``'s state is permuted with the weights)."""
+        for irb in self.irbs():
+            irb.reorder_channels(optimizer)
 
     def irbs(self) -> Iterable[ElasticIRB]:
         for stage in self.stages:
