@@ -39,13 +39,44 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
     return torch.sum(-target_probs * F.log_softmax(logits, dim=1), dim=1).mean()
 
 
-def teacher_probs(exit_logits: Sequence[torch.Tensor], weighting: str = "desc") -> torch.Tensor:
+def teacher_probs(
+    exit_logits: Sequence[torch.Tensor],
+    weighting: str = "desc",
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The teacher's soft target: its one exit's softmax, or (ENS-KD) the weighted ensemble of
-    every exit's softmax."""
+    every exit's softmax.
+
+    With ``labels``, each exit's ensemble weight is also scaled by its top-1 on this batch (and
+    the weights renormalised): an exit still near chance, as early exits are at the start of a
+    step, then adds almost nothing to the target instead of its fixed share of noise. The paper
+    leaves the ensemble weights open; this keeps them at the weighting's ratios once every exit
+    is accurate.
+    """
     if len(exit_logits) == 1:
         return F.softmax(exit_logits[0].float(), dim=1)
     _, ens = exit_weights(len(exit_logits), weighting)
-    return sum(w * F.softmax(o.float(), dim=1) for w, o in zip(ens, exit_logits, strict=True))
+    weights = [torch.as_tensor(w, dtype=torch.float32) for w in ens]
+    if labels is not None:
+        hits = [(o.argmax(1) == labels).float().mean() for o in exit_logits]
+        scaled = [w.to(h.device) * h for w, h in zip(weights, hits, strict=True)]
+        total = sum(scaled)
+        # no exit right on this batch: fall back to the fixed weights
+        weights = [
+            torch.where(total > 0, s / total.clamp_min(1e-12), w.to(s.device))
+            for s, w in zip(scaled, weights, strict=True)
+        ]
+    return sum(
+        w.to(o.device) * F.softmax(o.float(), dim=1)
+        for w, o in zip(weights, exit_logits, strict=True)
+    )
+
+
+def inplace_distillation_target(logits: torch.Tensor) -> torch.Tensor:
+    """In-place distillation (US-Nets, BigNAS): the maximal subnet's soft output of this step
+    teaches the other subnets of the step. Detached: the students' losses must not train the
+    maximal subnet towards them."""
+    return F.softmax(logits.detach().float(), dim=1)
 
 
 def joint_exit_loss(
