@@ -19,7 +19,7 @@ from natv2.accelerator import resolve_accelerator
 from natv2.data import BatchTransform, DatasetSplits, TensorImageSet
 from natv2.evaluate import EvalData, evaluate_subnet
 from natv2.supernet import build_supernet, config_for_encoding
-from natv2.train import SupernetTrainer, eps_schedule
+from natv2.train import SupernetTrainer, make_schedule
 
 
 def synthetic(n: int, classes: int, seed: int) -> DatasetSplits:
@@ -55,7 +55,7 @@ def main() -> None:
     data = synthetic(args.batch * (args.steps + 2), 200, 0)
     cfg = config_for_encoding(args.encoding, preset="ofa-mbv3", width=1.0, num_classes=200)
     net = build_supernet(cfg, seed=0)
-    sched = eps_schedule("paper", net.space)
+    sched = make_schedule("paper", net.space)
     last = sched.phases[-1]  # everything unlocked, 4 subnets per batch, teacher KD
     from dataclasses import replace
 

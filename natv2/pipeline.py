@@ -32,7 +32,7 @@ from natv2.space import SearchSpace
 from natv2.supernet.checkpoint import load_supernets
 from natv2.supernet.config import config_for_encoding, encoding_of, parse_supernet_name
 from natv2.supernet.network import OFAv2Supernet
-from natv2.train import eps_schedule
+from natv2.train import make_schedule
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class SearchRequest:
     mode: str = "natv2"
     seed: int = 0
     dense_skips: bool = False
-    pretrain_schedule: str = "cpu-demo"
+    pretrain_schedule: str = "scratch"
 
 
 def cache_dir() -> Path:
@@ -64,7 +64,7 @@ def cache_dir() -> Path:
 
 def pretrained_path(req: SearchRequest, data: DatasetSplits) -> Path:
     # the schedule's full content is in the key: a changed preset means a new pretraining
-    schedule = eps_schedule(req.pretrain_schedule, SearchSpace(req.encoding)).to_dict()
+    schedule = make_schedule(req.pretrain_schedule, SearchSpace(req.encoding)).to_dict()
     key = json.dumps(
         [
             req.supernet,

@@ -1,4 +1,4 @@
-"""Pretraining a supernet family with EPS: the library call behind ``natv2 train-supernet``.
+"""Pretraining a supernet family: the library call behind ``natv2 train-supernet``.
 
 Each width multiplier is its own supernet, trained in turn; a per-width training checkpoint
 (written every epoch) lets ``resume`` pick up an interrupted run, and the finished family is
@@ -7,6 +7,7 @@ saved as one supernet checkpoint.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +17,19 @@ import torch
 from natv2.accelerator import Accelerator
 from natv2.data import DatasetSplits
 from natv2.evaluate import EvalData, evaluate_subnet
-from natv2.supernet.checkpoint import save_supernets
+from natv2.launch import default_processes, run_local, spawn_data_parallel
+from natv2.space import SearchSpace
+from natv2.supernet.checkpoint import load_supernets, save_supernets
 from natv2.supernet.config import config_for_encoding, parse_supernet_name
 from natv2.supernet.network import OFAv2Supernet, build_supernet
-from natv2.train import SupernetTrainer, eps_schedule
+from natv2.train import SupernetTrainer, make_schedule
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
     supernet: str = "tiny"
     encoding: str = "exits+parallel"
-    schedule: str = "cpu-demo"
+    schedule: str = "scratch"
     dense_skips: bool = False
     seed: int = 0
     calibration_images: int = 500
@@ -44,9 +47,32 @@ def pretrain(
     resume: bool = False,
     show_progress: bool = True,
     log=print,
+    processes: int | None = None,
 ) -> dict:
-    """Train every width of ``cfg.supernet`` with EPS, save the family to ``out``, and report
-    the maximal and minimal subnets' top-1 on the test split."""
+    """Train every width of ``cfg.supernet``, save the family to ``out``, and report the
+    maximal and minimal subnets' top-1 on the test split.
+
+    ``processes`` > 1 on a CPU (outside torchrun) trains data-parallel in that many local
+    processes of one thread each (``natv2.launch``; default: one per micro-batch of the
+    schedule while cores last); the weights are those of a single process, since the schedule
+    fixes how each batch is split (``Schedule.micro_batches``). Their progress lines go to
+    stderr."""
+    if processes is None:
+        micro = make_schedule(cfg.schedule, SearchSpace(cfg.encoding)).micro_batches
+        processes = default_processes(acc, micro)
+    if run_local(acc, processes):
+        spawn_data_parallel(_pretrain_worker, (cfg, data, out, resume), processes)
+        _, meta = load_supernets(out)
+        return {"supernet": cfg.supernet, "schedule": cfg.schedule, "widths": meta["report"]}
+    return _pretrain(cfg, data, acc, out, resume, show_progress, log)
+
+
+def _pretrain_worker(acc: Accelerator, cfg, data, out, resume) -> None:
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if acc.is_main else (lambda m: None)
+    _pretrain(cfg, data, acc, out, resume, True, log)
+
+
+def _pretrain(cfg, data, acc, out, resume, show_progress, log) -> dict:
     torch.set_flush_denormal(True)
     preset, widths = parse_supernet_name(cfg.supernet)
     nets: dict[float, OFAv2Supernet] = {}
@@ -65,7 +91,7 @@ def pretrain(
             net,
             data,
             acc,
-            eps_schedule(cfg.schedule, net.space),
+            make_schedule(cfg.schedule, net.space),
             cfg.seed,
             show_progress=show_progress,
         )
@@ -98,10 +124,7 @@ def pretrain(
             "encoding": cfg.encoding,
             "schedule": cfg.schedule,
             "seed": cfg.seed,
-            "report": {
-                w: {k: v for k, v in f.items() if k != "history"}
-                for w, f in report["widths"].items()
-            },
+            "report": report["widths"],
         }
         save_supernets(out, nets, meta)
         for width in nets:  # the family is saved: the per-epoch training state is not needed

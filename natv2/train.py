@@ -1,13 +1,34 @@
-"""Supernet training: OFAv2 Extended Progressive Shrinking (EPS) and NAT's adaptation steps.
+"""Supernet training: from-scratch sandwich training, OFAv2 Extended Progressive Shrinking (EPS)
+and NAT's adaptation steps.
 
-EPS order (REFERENCE.md): the maximal network first (``teacher``: plain cross-entropy on its
-final exit; OFAv2 starts from OFA's pretrained network, natv2 trains it from scratch), its
-warm-up (AEP joint training of its exits with DESC weights, exit supernets only), then elastic
-resolution, kernel, depth, expand, level (parallel branches) and exit, each step unlocking its
-values progressively. Each batch trains several sampled subnets with gradients accumulated and
-one optimizer step, with knowledge distillation from the teacher (ENS-KD on exit supernets: the
-weighted ensemble of the teacher's exits); the teacher is re-extracted (frozen copy of the
-maximal network) at the end of each step.
+Two recipes, chosen by the schedule's name:
+
+- **From scratch** (``scratch``, the CPU default; ``scratch-full`` at GPU scale): every step
+  trains all subnets at once by the *sandwich rule* of slimmable networks / BigNAS: the maximal
+  subnet (at the largest resolution), the minimal subnet (at the smallest) and ``k - 2`` subnets
+  drawn with NATv2's sampler (uniform in stage and network depth, every exit, branch mask,
+  kernel, expand and resolution live from the first step), gradients accumulated, one optimizer
+  step. The maximal subnet learns from the labels with label-smoothed cross-entropy; every other
+  subnet learns by *in-place distillation* from the maximal subnet's detached soft output of the
+  same step, so no teacher copy and no separate teacher forward exist. The optimizer suits
+  training from random weights: SGD Nesterov at lr 0.1 per 64 images with a linear warm-up and
+  cosine decay, gradients clipped by value 1.0, little weight decay and none on BatchNorm and
+  biases, zero-initialised residual BatchNorm (``build_supernet``). Sources: Yu et al.,
+  "Universally Slimmable Networks" (ICCV 2019: sandwich rule, in-place distillation); Yu et al.,
+  "BigNAS" (ECCV 2020: from scratch without progressive shrinking, one resolution per subnet);
+  Wang et al., "AttentiveNAS" (CVPR 2021: label smoothing, clipping, warm-up and decay used here);
+  measured in ``benchmarks/supernet_quality.py``.
+- **EPS** (``paper``; ``cpu-demo`` is its CPU miniature): OFAv2's recipe for a supernet whose
+  maximal network is already trained (OFA's ImageNet weights). The maximal network first
+  (``teacher``: plain cross-entropy on its final exit; natv2 trains it from scratch when there is
+  none), its warm-up (AEP joint training of its exits with DESC weights, exit supernets only),
+  then elastic resolution, kernel, depth, expand, level (parallel branches) and exit, each step
+  unlocking its values progressively. Each batch trains several sampled subnets with gradients
+  accumulated and one optimizer step, with knowledge distillation from the teacher (ENS-KD on
+  exit supernets: the ensemble of the teacher's exits, weighted by their accuracy on the batch);
+  the teacher is re-extracted (frozen copy of the maximal network) at the end of each step and
+  runs with batch statistics, as OFA's teacher does (its running statistics were accumulated by
+  other subnets).
 
 Reproducibility: every random draw of a step (subnets, augmentation) is derived from
 ``(seed, global step, rank)``, and each epoch's data order from ``(seed, epoch)``, so a run
@@ -17,6 +38,7 @@ equals a single-process run that splits each batch into the same per-rank micro-
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -32,8 +54,14 @@ from tqdm.auto import tqdm
 
 from natv2.accelerator import Accelerator
 from natv2.data import DatasetSplits, make_loader
-from natv2.distill import joint_exit_loss, soft_cross_entropy, teacher_probs
+from natv2.distill import (
+    inplace_distillation_target,
+    joint_exit_loss,
+    soft_cross_entropy,
+    teacher_probs,
+)
 from natv2.errors import Natv2Error
+from natv2.runtime import warn_if_openmp_busy_waits
 from natv2.space import (
     EXITS,
     EXPANDS,
@@ -89,11 +117,13 @@ class ElasticChoices:
 class Phase:
     """One EPS phase: which values are unlocked, for how long, at what learning rate."""
 
-    step: str  # teacher | warmup | resolution | kernel | depth | expand | level | exit | adapt
+    # sandwich | teacher | warmup | resolution | kernel | depth | expand | level | exit | adapt
+    step: str
     epochs: int
     lr: float
     choices: ElasticChoices
     subnets_per_batch: int = 1
+    warmup_steps: int = 0  # linear learning-rate warm-up at the start of the phase
 
 
 @dataclass(frozen=True)
@@ -108,8 +138,19 @@ class Schedule:
     # ENS-KD: how the teacher's exits are ensembled into the soft target. The paper leaves it
     # open; rising weights keep the target closest to the teacher's strongest (deepest) exit.
     ens_kd_weighting: str = "asc"
-    steps_per_epoch: int | None = None  # cap (CPU demos and tests); None = the whole split
-    warmup_lr_steps: int = 0
+    # an epoch's length in steps (CPU demos and tests; a short split is passed over again);
+    # None = one pass over the train split
+    steps_per_epoch: int | None = None
+    # BatchNorm groups of a batch: each batch is split into this many micro-batches, by ranks
+    # or (in one process) one after another, so the weights do not depend on the process count
+    micro_batches: int = 1
+    label_smoothing: float = 0.0  # on the labels' cross-entropy (the maximal subnet's)
+    grad_clip_value: float | None = None
+    decay_norm_and_bias: bool = True  # weight decay on BatchNorm weights and biases too
+    # sandwich: the maximal subnet's earlier exits are trained jointly with its final one, each
+    # with this weight on its cross-entropy (exit heads 2..4 are otherwise trained only when a
+    # random subnet happens to stop there)
+    early_exit_weight: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,10 +204,50 @@ def _eps_phases(
     return tuple(phases)
 
 
-def eps_schedule(name: str, space: SearchSpace) -> Schedule:
-    """``cpu-demo``: minutes on two CPU cores (tiny supernet, mnist5k); ``paper``: OFA's EPS
-    epochs with NATv2's hyper-parameters (SGD 0.9, wd 3e-4, lr 2.5e-3 cosine, warm-up 7.5e-3,
-    batch 256, 4 subnets per batch, KD ratio 1)."""
+SCHEDULES: tuple[str, ...] = ("scratch", "scratch-full", "cpu-demo", "paper")
+
+
+def sandwich_schedule(
+    name: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    steps_per_epoch: int | None,
+    warmup_steps: int,
+    subnets: int = 4,
+    early_exit_weight: float = 0.25,
+    micro_batches: int = 1,
+) -> Schedule:
+    """From-scratch training: one sandwich phase with everything elastic (module docstring)."""
+    phase = Phase("sandwich", epochs, lr, ElasticChoices(), subnets, warmup_steps=warmup_steps)
+    return Schedule(
+        name,
+        (phase,),
+        batch_size=batch_size,
+        weight_decay=5e-5,
+        steps_per_epoch=steps_per_epoch,
+        label_smoothing=0.1,
+        grad_clip_value=1.0,
+        decay_norm_and_bias=False,
+        early_exit_weight=early_exit_weight,
+        micro_batches=micro_batches,
+    )
+
+
+def make_schedule(name: str, space: SearchSpace) -> Schedule:
+    """A training schedule by name (``SCHEDULES``).
+
+    ``scratch``: minutes on two CPU cores (tiny supernet, mnist5k), all subnets at once;
+    ``scratch-full``: the same recipe at GPU scale (120 epochs of batch 256); ``cpu-demo`` and
+    ``paper``: EPS, OFAv2's progressive recipe (``paper``: OFA's EPS epochs with NATv2's
+    hyper-parameters: SGD 0.9, wd 3e-4, lr 2.5e-3 cosine, warm-up 7.5e-3, batch 256, 4 subnets
+    per batch, KD ratio 1), meant for a supernet whose maximal network is pretrained.
+    """
+    if name == "scratch":
+        # two BatchNorm groups of 16: what two CPU processes compute (natv2.launch)
+        return sandwich_schedule(name, 8, 0.1, 32, 50, 40, micro_batches=2)
+    if name == "scratch-full":
+        return sandwich_schedule(name, 120, 0.2, 256, None, 500)
     if name == "cpu-demo":
         epochs = dict.fromkeys(("resolution", "kernel", "depth", "expand", "level", "exit"), 1)
         epochs |= {"teacher": 5, "warmup": 3}
@@ -182,7 +263,7 @@ def eps_schedule(name: str, space: SearchSpace) -> Schedule:
         phases = _eps_phases(epochs, (0.05, 0.02), 2, space.resolutions)
         schedule = Schedule("test", phases, batch_size=32, steps_per_epoch=2)
     else:
-        raise Natv2Error(f"unknown schedule {name!r}; choose cpu-demo or paper")
+        raise Natv2Error(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
     # drop the steps this supernet has no dimension for
     keep = [
         p
@@ -194,13 +275,27 @@ def eps_schedule(name: str, space: SearchSpace) -> Schedule:
 
 
 def phase_sampler(phase: Phase, space: SearchSpace) -> ArchSampler:
-    """Sample ``k`` subnets sharing one resolution (OFA: one resolution per batch)."""
+    """EPS: ``k`` subnets sharing one resolution (OFA: one resolution per batch). Sandwich: the
+    maximal and minimal subnets and ``k - 2`` from NATv2's sampler, each at its own resolution."""
+    if phase.step == "sandwich":
+        return sandwich_sampler(space)
 
     def sample(rng: np.random.Generator, k: int) -> list[Arch]:
         resolution = int(rng.choice(phase.choices.resolutions))
         if phase.step in ("teacher", "warmup"):
             return [replace(space.maximal(), resolution=resolution)]
         return [phase.choices.sample(space, rng, resolution) for _ in range(k)]
+
+    return sample
+
+
+def sandwich_sampler(space: SearchSpace) -> ArchSampler:
+    """The sandwich rule: maximal first (it teaches the others), minimal second, then random."""
+    biggest, smallest = space.maximal(), space.minimal()
+
+    def sample(rng: np.random.Generator, k: int) -> list[Arch]:
+        randoms = [space.decode(v) for v in space.sample(max(k - 2, 0), rng, "natv2")]
+        return [biggest, smallest, *randoms][: max(k, 1)]
 
     return sample
 
@@ -219,6 +314,26 @@ def _cosine(lr: float, t: int, total: int) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * min(t, total) / max(total, 1)))
 
 
+def phase_lr(phase: Phase, t: int, total: int) -> float:
+    """Learning rate at step ``t`` of ``total`` in a phase: linear warm-up, then cosine to 0."""
+    warm = min(phase.warmup_steps, total)
+    if t < warm:
+        return phase.lr * (t + 1) / warm
+    return _cosine(phase.lr, t - warm, total - warm)
+
+
+def _param_groups(net: nn.Module, schedule: Schedule) -> list[dict]:
+    """One group, or (``decay_norm_and_bias=False``) weights with decay and BatchNorm weights
+    and biases (every 1-d parameter) without, as AttentiveNAS trains."""
+    params = list(net.parameters())
+    if schedule.decay_norm_and_bias:
+        return [{"params": params}]
+    return [
+        {"params": [p for p in params if p.ndim > 1]},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
 def _step_seed(seed: int, step: int, rank: int) -> np.random.Generator:
     return np.random.default_rng([seed, step, rank])
 
@@ -231,7 +346,8 @@ class SupernetTrainer:
     """Trains one supernet (one width) through a sequence of phases.
 
     ``micro_batches`` splits each batch as ``micro_batches`` ranks would: a single process with
-    ``micro_batches = N`` computes what N torchrun ranks compute together.
+    ``micro_batches = N`` computes what N torchrun ranks compute together. By default it is the
+    schedule's ``micro_batches`` shared among the ranks.
     """
 
     def __init__(
@@ -241,21 +357,30 @@ class SupernetTrainer:
         acc: Accelerator,
         schedule: Schedule,
         seed: int = 0,
-        micro_batches: int = 1,
+        micro_batches: int | None = None,
         show_progress: bool = True,
     ) -> None:
+        if acc.device.type == "cpu":
+            warn_if_openmp_busy_waits()
         self.net = net.to(acc.device)
         self.data = data
         self.acc = acc
         self.schedule = schedule
         self.seed = seed
+        if micro_batches is None:  # the schedule's split of a batch, shared among the ranks
+            if schedule.micro_batches > 1 and schedule.micro_batches % acc.world_size:
+                raise Natv2Error(
+                    f"schedule {schedule.name} splits a batch into {schedule.micro_batches} "
+                    f"micro-batches, which {acc.world_size} processes cannot share evenly"
+                )
+            micro_batches = max(1, schedule.micro_batches // acc.world_size)
         self.micro = micro_batches
         self.show_progress = show_progress and acc.is_main
         self.space = net.space
         self.state = TrainState()
         self.teacher: OFAv2Supernet | None = None
         self.optimizer = torch.optim.SGD(
-            net.parameters(),
+            _param_groups(net, schedule),
             lr=schedule.phases[0].lr if schedule.phases else 0.0,
             momentum=schedule.momentum,
             weight_decay=schedule.weight_decay,
@@ -329,13 +454,16 @@ class SupernetTrainer:
         """Freeze a copy of the current supernet; its maximal network teaches from now on."""
         self.teacher = copy.deepcopy(self.net).eval().requires_grad_(False)
 
-    def _teacher_target(self, x: torch.Tensor, arch: Arch) -> torch.Tensor | None:
+    def _teacher_target(self, x: torch.Tensor, y: torch.Tensor, arch: Arch) -> torch.Tensor | None:
         if self.teacher is None or self.schedule.kd_ratio <= 0:
             return None
         self.teacher.set_active(replace(self.teacher.space.maximal(), resolution=arch.resolution))
+        # batch statistics (OFA runs its teacher in train mode): the running statistics were
+        # accumulated by the random subnets of the step just finished, not by the maximal one
+        self.teacher.train()
         with torch.no_grad(), self.acc.autocast():
             outs = self.teacher.forward_exits(x) if self.space.has_exits else [self.teacher(x)]
-        return teacher_probs(outs, self.schedule.ens_kd_weighting)
+        return teacher_probs(outs, self.schedule.ens_kd_weighting, labels=y)
 
     def _subnet_loss(self, x, y, arch: Arch, joint: bool, target) -> torch.Tensor:
         self.net.set_active(arch)
@@ -344,35 +472,101 @@ class SupernetTrainer:
                 outs = self.model(x, all_exits=True)
                 return joint_exit_loss([o.float() for o in outs], y, self.schedule.exit_weighting)
             out = self.model(x).float()
-        loss = F.cross_entropy(out, y)
+        loss = F.cross_entropy(out, y, label_smoothing=self.schedule.label_smoothing)
         if target is not None:
             loss = loss + self.schedule.kd_ratio * soft_cross_entropy(out, target)
         return loss
 
+    def _chunk(
+        self, xb: torch.Tensor, yb: torch.Tensor, j: int
+    ) -> tuple[Callable[[int], torch.Tensor], torch.Tensor]:
+        """Micro-batch ``j`` of this rank: a function giving its augmented images at a resolution
+        (the same augmentation at every resolution, drawn from one seed) and its labels."""
+        chunk = self.acc.rank * self.micro + j
+        seed = _torch_seed(self.seed, self.state.step, chunk)
+        raw = self.acc.to_device(xb[j :: self.micro])  # uint8 first: 4x less to copy
+        prepared: dict[int, torch.Tensor] = {}
+
+        def images(resolution: int) -> torch.Tensor:
+            if resolution not in prepared:
+                gen = torch.Generator().manual_seed(seed)
+                x = self.data.prepare_batch(raw, resolution, True, gen)
+                # channels-last runs the convolutions faster on CPU too (train_speed benchmark)
+                prepared[resolution] = x.contiguous(memory_format=torch.channels_last)
+            return prepared[resolution]
+
+        return images, yb[j :: self.micro].to(self.acc.device, non_blocking=True)
+
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor, phase: Phase, sampler) -> float:
         rng = _step_seed(self.seed, self.state.step, 0)
         archs = sampler(rng, phase.subnets_per_batch)
-        maximal_only = phase.step in ("teacher", "warmup")
-        joint = phase.step == "warmup" and self.space.has_exits
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+        total = torch.zeros((), device=self.acc.device)
         for j in range(self.micro):
-            chunk = self.acc.rank * self.micro + j
-            gen = torch.Generator().manual_seed(_torch_seed(self.seed, self.state.step, chunk))
-            # uint8 to the device first (4x less to copy), then augment and resize there
-            xc = self.acc.to_device(xb[j :: self.micro])
-            xc = self.data.prepare_batch(xc, archs[0].resolution, True, gen)
-            if self.acc.is_cuda:
-                xc = xc.contiguous(memory_format=torch.channels_last)
-            yc = yb[j :: self.micro].to(self.acc.device, non_blocking=True)
-            target = None if maximal_only else self._teacher_target(xc, archs[0])
-            for arch in archs:
-                loss = self._subnet_loss(xc, yc, arch, joint, target) / self.micro
-                loss.backward()
-                total += loss.detach()
+            images, yc = self._chunk(xb, yb, j)
+            last = j == self.micro - 1
+            if phase.step == "sandwich":
+                total += self._sandwich_losses(images, yc, archs, last)
+            else:
+                total += self._eps_losses(images, yc, archs, phase, last)
+        if self.schedule.grad_clip_value is not None:
+            nn.utils.clip_grad_value_(self.net.parameters(), self.schedule.grad_clip_value)
         self.optimizer.step()
         self.state.step += 1
-        return total / len(archs)  # mean loss of one subnet
+        return total / len(archs)  # mean loss of one subnet (a tensor: no GPU sync here)
+
+    def _sync(self, last: bool):
+        """DistributedDataParallel averages gradients once a step, in the step's last backward
+        (every other forward-backward accumulates locally): one all-reduce instead of one per
+        subnet and micro-batch, which on gloo cost about a quarter of a CPU step."""
+        if last or not isinstance(self.model, nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def _eps_losses(
+        self, images, y: torch.Tensor, archs: list[Arch], phase: Phase, last_chunk: bool
+    ) -> torch.Tensor:
+        """One micro-batch of an EPS step (every subnet at the batch's one resolution)."""
+        x = images(archs[0].resolution)
+        maximal_only = phase.step in ("teacher", "warmup")
+        joint = phase.step == "warmup" and self.space.has_exits
+        target = None if maximal_only else self._teacher_target(x, y, archs[0])
+        total = torch.zeros((), device=y.device)
+        for i, arch in enumerate(archs):
+            with self._sync(last_chunk and i == len(archs) - 1):
+                loss = self._subnet_loss(x, y, arch, joint, target) / self.micro
+                loss.backward()
+            total += loss.detach()
+        return total
+
+    def _sandwich_losses(
+        self, images, y: torch.Tensor, archs: list[Arch], last_chunk: bool
+    ) -> torch.Tensor:
+        """One micro-batch of a sandwich step: the maximal subnet (``archs[0]``) on the labels,
+        every other subnet distilled from its detached soft output."""
+        total = torch.zeros((), device=y.device)
+        target: torch.Tensor | None = None
+        smooth = self.schedule.label_smoothing
+        for i, arch in enumerate(archs):
+            self.net.set_active(arch)
+            joint = i == 0 and self.space.has_exits and self.schedule.early_exit_weight > 0
+            with self._sync(last_chunk and i == len(archs) - 1):
+                with self.acc.autocast():
+                    outs = self.model(images(arch.resolution), all_exits=joint)
+                    out = (outs[-1] if joint else outs).float()
+                if i == 0:
+                    loss = F.cross_entropy(out, y, label_smoothing=smooth)
+                    if joint:
+                        loss = loss + self.schedule.early_exit_weight * sum(
+                            F.cross_entropy(o.float(), y, label_smoothing=smooth) for o in outs[:-1]
+                        )
+                    target = inplace_distillation_target(out)
+                else:
+                    loss = self.schedule.kd_ratio * soft_cross_entropy(out, target)
+                loss = loss / self.micro
+                loss.backward()
+            total += loss.detach()
+        return total
 
     def run(
         self,
@@ -392,8 +586,8 @@ class SupernetTrainer:
                 and self.state.epoch == 0
                 and phases[index - 1].step != "expand"
             ):
-                self.net.reorder_channels()
-            if phase.step not in ("teacher", "warmup") and self.teacher is None:
+                self.net.reorder_channels(self.optimizer)
+            if phase.step not in ("teacher", "warmup", "sandwich") and self.teacher is None:
                 self.extract_teacher()
             phase_sample = sampler or phase_sampler(phase, self.space)
             while self.state.epoch < phase.epochs:
@@ -407,7 +601,7 @@ class SupernetTrainer:
                 if on_epoch is not None:
                     on_epoch(self.state)
             next_step = phases[index + 1].step if index + 1 < len(phases) else None
-            if next_step != phase.step:
+            if next_step != phase.step and phase.step != "sandwich":
                 self.extract_teacher()
             self.state.phase += 1
             self.state.epoch = 0
@@ -428,10 +622,7 @@ class SupernetTrainer:
             world_size=self.acc.world_size,
             **self.acc.loader_kwargs,
         )
-        loader.sampler.set_epoch(epoch_id)
-        n_steps = len(loader)
-        if self.schedule.steps_per_epoch is not None:
-            n_steps = min(n_steps, self.schedule.steps_per_epoch)
+        n_steps = self.schedule.steps_per_epoch or len(loader)
         total_steps = n_steps * phase.epochs
         self.net.train()
         losses = []
@@ -443,13 +634,11 @@ class SupernetTrainer:
             leave=False,
             dynamic_ncols=True,
         )
-        for i, (xb, yb) in enumerate(loader):
-            if i >= n_steps:
-                break
+        for i, (xb, yb) in enumerate(_passes(loader, epoch_id, n_steps)):
             if max_steps is not None and self.state.step - start_step >= max_steps:
                 bar.close()
                 return None
-            lr = _cosine(phase.lr, self.state.epoch * n_steps + i, total_steps)
+            lr = phase_lr(phase, self.state.epoch * n_steps + i, total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             losses.append(self.train_step(xb, yb, phase, sampler))
@@ -468,6 +657,21 @@ class SupernetTrainer:
             "steps": len(losses),
             "seconds": round(time.perf_counter() - t0, 2),
         }
+
+
+def _passes(loader, epoch_id: int, n_steps: int):
+    """``n_steps`` batches: the epoch's pass over the split, then further passes (each with
+    its own seeded order) when the split is shorter than an epoch of the schedule."""
+    done = 0
+    for k in range(n_steps):  # at most n_steps passes (a pass holds at least one batch)
+        loader.sampler.set_epoch(epoch_id if k == 0 else (epoch_id + 1) * 1_000_003 + k)
+        for batch in loader:
+            yield batch
+            done += 1
+            if done >= n_steps:
+                return
+        if done == 0:
+            return  # fewer images than one batch: nothing to train on
 
 
 def adaptation_schedule(

@@ -17,7 +17,7 @@ from natv2.distill import exit_weights, teacher_probs
 from natv2.space import ENCODINGS, SearchSpace
 from natv2.supernet import build_supernet, config_for_encoding
 from natv2.supernet.checkpoint import load_supernets
-from natv2.train import SupernetTrainer, eps_schedule
+from natv2.train import SupernetTrainer, make_schedule
 
 HELPERS = Path(__file__).parent / "helpers"
 
@@ -30,7 +30,7 @@ def digits():
 def small_schedule(encoding: str, warmup_epochs: int = 1):
     """The EPS test schedule at 48 px only, so every encoding runs in seconds."""
     space = SearchSpace(encoding, resolutions=(48,), widths=(1.0,))
-    sched = eps_schedule("test", space)
+    sched = make_schedule("test", space)
     phases = tuple(
         replace(p, epochs=warmup_epochs) if p.step == "teacher" else p for p in sched.phases
     )
@@ -165,8 +165,8 @@ def test_exit_weightings_and_ens_kd_target():
 def test_train_supernet_cli_writes_a_loadable_family(cli, tmp_path, monkeypatch):
     import natv2.train as train_mod
 
-    real = train_mod.eps_schedule
-    monkeypatch.setattr("natv2.pretrain.eps_schedule", lambda name, space: real("test", space))
+    real = train_mod.make_schedule
+    monkeypatch.setattr("natv2.pretrain.make_schedule", lambda name, space: real("test", space))
     out = tmp_path / "sn.pt"
     res = cli(
         "train-supernet",

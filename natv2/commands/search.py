@@ -35,7 +35,9 @@ def search(
     mode: str = typer.Option("natv2", help="natv2, or nat for NAT's archive policies."),
     dense_skips: bool = typer.Option(False, help="Pretrain presets with dense skip connections."),
     pretrain_schedule: str = typer.Option(
-        "cpu-demo", help="EPS schedule when a preset must be pretrained: cpu-demo or paper."
+        "scratch",
+        help="Training schedule when a preset must be pretrained: scratch (all subnets at once, "
+        "from random weights; minutes on a CPU), scratch-full, or EPS: cpu-demo, paper.",
     ),
     out: Path | None = typer.Option(
         None, help="Run directory to write (default: runs/search, or runs/search-N if taken)."

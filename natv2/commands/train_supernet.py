@@ -1,4 +1,4 @@
-"""``natv2 train-supernet``: pretrain an OFAv2 supernet with Extended Progressive Shrinking."""
+"""``natv2 train-supernet``: pretrain an OFAv2 supernet (from scratch, or EPS)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ def train_supernet(
     dataset: str = typer.Option("mnist5k", help=dataset_help()),
     data_dir: Path | None = typer.Option(None, help="Where datasets live (default ./data)."),
     download: bool = typer.Option(False, help="Download CIFAR when missing."),
-    schedule: str = typer.Option("cpu-demo", help="cpu-demo (minutes on a CPU) or paper."),
+    schedule: str = typer.Option(
+        "scratch",
+        help="scratch (all subnets at once from random weights: minutes on a CPU), scratch-full "
+        "(the same at GPU scale), or OFAv2's EPS for a pretrained maximal network: cpu-demo, "
+        "paper.",
+    ),
     dense_skips: bool = typer.Option(False, help="Supernet with OFAv2 dense skip connections."),
     out: Path = typer.Option(Path("supernet.pt"), help="Supernet checkpoint to write."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its checkpoint."),
@@ -26,7 +31,7 @@ def train_supernet(
     accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Pretrain a supernet: warm-up, then elastic resolution, kernel, depth, expand, level, exit.
+    """Pretrain a supernet: sandwich training of all subnets at once, or EPS phases.
 
     Under `torchrun --nproc_per_node N` the same command trains with DistributedDataParallel.
     """
