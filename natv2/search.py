@@ -43,7 +43,7 @@ from natv2.data import DatasetSplits
 from natv2.device_profiles import COST_KEYS, Profile
 from natv2.errors import Natv2Error
 from natv2.evaluate import EvalData, evaluate_subnet
-from natv2.predictors import make_predictor
+from natv2.predictors import SEARCH_FEATURES, make_predictor
 from natv2.profiling.cost import subnet_cost
 from natv2.space import SearchSpace
 from natv2.supernet.checkpoint import save_supernets
@@ -279,7 +279,12 @@ class NATv2Search:
         archive = self.state.archive
         X = np.array([r["vector"] for r in archive])
         y = np.array([r["accuracy"] for r in archive])
-        predictor = make_predictor(self.job.predictor, seed=self.job.seed + iteration, space=space)
+        predictor = make_predictor(
+            self.job.predictor,
+            seed=self.job.seed + iteration,
+            features=SEARCH_FEATURES,
+            space=space,
+        )
         predictor.fit(X, y)
         problem = SubnetProblem(self, predictor)
         n_obj = len(self.job.objectives)

@@ -251,3 +251,39 @@ def test_cli_compare_bad_input_exits_2(cli, tmp_path):
         assert res.code == 2, (args, res.out, res.err)
         assert needle in res.err
         assert "Traceback" not in res.err and len(res.err.strip().splitlines()) == 1
+
+
+def test_decoded_features_spell_out_branches_expand_kernel_and_depth():
+    space = SearchSpace("exits+parallel")
+    enc = FeatureEncoder(space, "decoded")
+    maximal = space.encode(space.maximal())
+    minimal = space.encode(space.minimal())
+    F = enc.transform(np.stack([maximal, minimal]))
+    assert F.shape == (2, enc.n_features) and len(enc.feature_names()) == enc.n_features
+    col = {name: i for i, name in enumerate(enc.feature_names())}
+    big, small = F
+    assert big[col["L1.irb"]] == 1 and big[col["L1.pw"]] == 1 and big[col["L1.tr"]] == 1
+    assert big[col["L1.expand"]] == 6 and big[col["L1.kernel"]] == 7
+    assert small[col["L1.irb"]] == 0 and small[col["L1.tr"]] == 1 and small[col["L1.expand"]] == 0
+    assert big[col["levels"]] == 20 and small[col["levels"]] == 2  # minimal: exit 1, depth 2
+    assert small[col["L5.active"]] == 0  # stage 2 is after the minimal subnet's exit
+    assert [big[col[f"depth{s}"]] for s in range(1, 6)] == [4] * 5
+    assert np.all((enc.lo <= F) & (enc.hi >= F))
+    # a level whose branch mask alone changes moves branch columns, not expand or kernel
+    v = maximal.copy()
+    v[space.level_offset] = 1 + (1 - 1) * 9 + 8  # IRB only, E6 K7
+    G = enc.transform(v[None, :])[0]
+    assert G[col["L1.pw"]] == 0 and G[col["L1.expand"]] == 6 and G[col["L1.kernel"]] == 7
+
+
+def test_search_ranks_with_decoded_features():
+    from natv2.predictors import SEARCH_FEATURES
+
+    rng = np.random.default_rng(0)
+    space = SearchSpace("exits+parallel")
+    X = space.sample(120, rng)
+    y = synthetic_accuracy(space, X, noise=0.0, seed=0)
+    pred = make_predictor("lgbm", features=SEARCH_FEATURES, space=space).fit(X[:100], y[:100])
+    assert pred.features == "decoded"
+    rho = spearmanr(pred.predict(X[100:]), y[100:]).statistic
+    assert rho > 0.5  # it ranks unseen subnets, not only fits the archive

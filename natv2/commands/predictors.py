@@ -69,7 +69,9 @@ def load_archive(run_dir: str | Path, source: str = "archive"):
 def compare(
     run_dir: Path = typer.Argument(..., help="A search run directory (with archive.jsonl)."),
     folds: int = typer.Option(10, "--folds", min=2, help="k of the k-fold cross-validation."),
-    features: str = typer.Option("integer", "--features", help="integer (default) or onehot."),
+    features: str = typer.Option(
+        "integer", "--features", help="integer (default), onehot, or decoded (the search's)."
+    ),
     predictors: str | None = typer.Option(
         None, "--predictors", help=f"Comma-separated subset of: {_NAMES} (default: all installed)."
     ),
