@@ -215,7 +215,7 @@ def sandwich_schedule(
     steps_per_epoch: int | None,
     warmup_steps: int,
     subnets: int = 4,
-    early_exit_weight: float = 0.25,
+    early_exit_weight: float = 0.5,
     micro_batches: int = 1,
 ) -> Schedule:
     """From-scratch training: one sandwich phase with everything elastic (module docstring)."""
