@@ -280,3 +280,25 @@ def test_importing_torch_first_is_detected_and_reported():
         [sys.executable, "-c", natv2_first], env=env, capture_output=True, text=True
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_pretrain_in_two_local_processes_equals_one_process(digits, tmp_path):
+    """natv2.launch: the CPU default of two gloo processes gives a single process's weights,
+    and an error inside a worker comes back as the same one-line Natv2Error."""
+    from natv2.errors import Natv2Error
+    from natv2.pretrain import PretrainConfig, pretrain, training_checkpoint
+    from natv2.supernet.checkpoint import load_supernets
+
+    acc = resolve_accelerator("cpu")
+    cfg = PretrainConfig("tiny-w1.0", "baseline", "scratch-test", calibration_images=32)
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    r1 = pretrain(cfg, digits, acc, one, show_progress=False, log=lambda m: None, processes=1)
+    r2 = pretrain(cfg, digits, acc, two, show_progress=False, processes=2)
+    assert r1["widths"]["1.0"]["steps"] == r2["widths"]["1.0"]["steps"] == 2
+    a, b = load_supernets(one)[0][1.0], load_supernets(two)[0][1.0]
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5), name
+    bad = tmp_path / "bad.pt"
+    training_checkpoint(bad, 1.0).write_bytes(b"not a checkpoint")
+    with pytest.raises(Natv2Error, match="cannot read the training checkpoint"):
+        pretrain(cfg, digits, acc, bad, resume=True, show_progress=False, processes=2)
