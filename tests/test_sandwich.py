@@ -283,8 +283,10 @@ def test_importing_torch_first_is_detected_and_reported():
 
 
 def test_pretrain_in_two_local_processes_equals_one_process(digits, tmp_path):
-    """natv2.launch: the CPU default of two gloo processes gives a single process's weights,
-    and an error inside a worker comes back as the same one-line Natv2Error."""
+    """natv2.launch: the CPU default of two gloo processes of one thread gives the weights of a
+    single one-thread process, and an error inside a worker comes back as the same one-line
+    Natv2Error. (With two threads the single process sums in another order; after two steps at
+    lr 0.1 from random weights that moves them by more than the tolerance.)"""
     from natv2.errors import Natv2Error
     from natv2.pretrain import PretrainConfig, pretrain, training_checkpoint
     from natv2.supernet.checkpoint import load_supernets
@@ -292,7 +294,12 @@ def test_pretrain_in_two_local_processes_equals_one_process(digits, tmp_path):
     acc = resolve_accelerator("cpu")
     cfg = PretrainConfig("tiny-w1.0", "baseline", "scratch-test", calibration_images=32)
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
-    r1 = pretrain(cfg, digits, acc, one, show_progress=False, log=lambda m: None, processes=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r1 = pretrain(cfg, digits, acc, one, show_progress=False, log=lambda m: None, processes=1)
+    finally:
+        torch.set_num_threads(threads)
     r2 = pretrain(cfg, digits, acc, two, show_progress=False, processes=2)
     assert r1["widths"]["1.0"]["steps"] == r2["widths"]["1.0"]["steps"] == 2
     a, b = load_supernets(one)[0][1.0], load_supernets(two)[0][1.0]
