@@ -115,7 +115,10 @@ def main() -> None:
     for schedule in args.schedules:
         net, seconds, steps = supernet_for(schedule, data, acc, args.seed)
         supernets[schedule] = net
-        print(f"supernet {SUPERNET} {schedule} on {data.name}: {seconds:.0f} s, {steps} steps")
+        print(
+            f"supernet {SUPERNET} {schedule} on {data.name}: {seconds:.0f} s, {steps} steps",
+            flush=True,
+        )
 
     print(
         f"\n{data.name} test top-1 ({len(data.test)} images); {platform.node()}, "

@@ -509,7 +509,7 @@ class SupernetTrainer:
 
         return images, yb[j :: self.micro].to(self.acc.device, non_blocking=True)
 
-    def train_step(self, xb: torch.Tensor, yb: torch.Tensor, phase: Phase, sampler) -> float:
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor, phase: Phase, sampler) -> torch.Tensor:
         rng = _step_seed(self.seed, self.state.step, 0)
         archs = sampler(rng, phase.subnets_per_batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -530,7 +530,7 @@ class SupernetTrainer:
     def _sync(self, last: bool):
         """DistributedDataParallel averages gradients once a step, in the step's last backward
         (every other forward-backward accumulates locally): one all-reduce instead of one per
-        subnet and micro-batch, which on gloo cost about a quarter of a CPU step."""
+        subnet and micro-batch."""
         if last or not isinstance(self.model, nn.parallel.DistributedDataParallel):
             return contextlib.nullcontext()
         return self.model.no_sync()
