@@ -54,22 +54,22 @@ def pretrain(
 
     ``processes`` > 1 on a CPU (outside torchrun) trains data-parallel in that many local
     processes of one thread each (``natv2.launch``; default: one per micro-batch of the
-    schedule while cores last); the weights are those of a single process, since the schedule
-    fixes how each batch is split (``Schedule.micro_batches``). Their progress lines go to
-    stderr."""
+    schedule while cores last); the weights are those of a single one-thread process, since
+    the schedule fixes how each batch is split (``Schedule.micro_batches``). Their progress
+    lines go to stderr."""
     if processes is None:
         micro = make_schedule(cfg.schedule, SearchSpace(cfg.encoding)).micro_batches
         processes = default_processes(acc, micro)
     if run_local(acc, processes):
-        spawn_data_parallel(_pretrain_worker, (cfg, data, out, resume), processes)
+        spawn_data_parallel(_pretrain_worker, (cfg, data, out, resume, show_progress), processes)
         _, meta = load_supernets(out)
         return {"supernet": cfg.supernet, "schedule": cfg.schedule, "widths": meta["report"]}
     return _pretrain(cfg, data, acc, out, resume, show_progress, log)
 
 
-def _pretrain_worker(acc: Accelerator, cfg, data, out, resume) -> None:
+def _pretrain_worker(acc: Accelerator, cfg, data, out, resume, show_progress) -> None:
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if acc.is_main else (lambda m: None)
-    _pretrain(cfg, data, acc, out, resume, True, log)
+    _pretrain(cfg, data, acc, out, resume, show_progress, log)
 
 
 def _pretrain(cfg, data, acc, out, resume, show_progress, log) -> dict:
