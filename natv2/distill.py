@@ -56,20 +56,14 @@ def teacher_probs(
     if len(exit_logits) == 1:
         return F.softmax(exit_logits[0].float(), dim=1)
     _, ens = exit_weights(len(exit_logits), weighting)
-    weights = [torch.as_tensor(w, dtype=torch.float32) for w in ens]
+    probs = torch.stack([F.softmax(o.float(), dim=1) for o in exit_logits])  # exits x B x C
+    weights = torch.tensor(ens, dtype=probs.dtype, device=probs.device)
     if labels is not None:
-        hits = [(o.argmax(1) == labels).float().mean() for o in exit_logits]
-        scaled = [w.to(h.device) * h for w, h in zip(weights, hits, strict=True)]
-        total = sum(scaled)
-        # no exit right on this batch: fall back to the fixed weights
-        weights = [
-            torch.where(total > 0, s / total.clamp_min(1e-12), w.to(s.device))
-            for s, w in zip(scaled, weights, strict=True)
-        ]
-    return sum(
-        w.to(o.device) * F.softmax(o.float(), dim=1)
-        for w, o in zip(weights, exit_logits, strict=True)
-    )
+        hits = torch.stack([(o.argmax(1) == labels).float().mean() for o in exit_logits])
+        scaled = weights * hits
+        # no exit right on this batch: keep the fixed weights
+        weights = torch.where(scaled.sum() > 0, scaled / scaled.sum().clamp_min(1e-12), weights)
+    return torch.einsum("e,ebc->bc", weights, probs)
 
 
 def inplace_distillation_target(logits: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,12 @@
 """Data-parallel training on this machine's CPU cores, without torchrun.
 
 On a small CPU machine one training process with two threads runs no faster than with one: the
-tiny supernet's layers are too small to split across cores (measured: 50 sandwich steps took
-52-54 s with 1 thread or 2). Two processes of one thread each, every one computing half of each
-batch and averaging gradients through gloo (torch DistributedDataParallel, the code path torchrun
-uses), do nearly twice the work. ``spawn_data_parallel`` starts them on 127.0.0.1 and waits; a
-``Natv2Error`` in a worker comes back as the same one-line error in the caller.
+tiny supernet's layers are too small to split across cores (``benchmarks/train_speed.py``: a
+``scratch`` step took 1.09 s with 1 thread, 1.12 s with 2). Two processes of one thread each,
+every one computing half of each batch and averaging gradients through gloo (torch
+DistributedDataParallel, the code path torchrun uses), took 0.69 s. ``spawn_data_parallel``
+starts them on 127.0.0.1 and waits; a ``Natv2Error`` in a worker comes back as the same one-line
+error in the caller.
 """
 
 from __future__ import annotations
