@@ -1,13 +1,19 @@
 """The ``natv2`` command line: a thin typer app over the library.
 
 Bad input raises ``Natv2Error`` anywhere below; here it becomes one line on stderr and exit 2.
+Usage errors (an unknown option, a value of the wrong type or out of an option's range) are
+one line and exit 2 too; Ctrl-C ends with one line and exit 130.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
+from typer._click import exceptions as click_exceptions
 
 from natv2 import __version__
 from natv2.commands import (
@@ -22,6 +28,7 @@ from natv2.commands import (
 from natv2.commands.export import export as export_command
 from natv2.commands.postprocess import postprocess as postprocess_command
 from natv2.errors import Natv2Error
+from natv2.untrusted import one_line
 
 app = typer.Typer(
     name="natv2",
@@ -56,18 +63,66 @@ def _root(
     """natv2: NATv2 search on OFAv2 supernets, device profiles, ONNX export and validation."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C inside a command, carried past typer (which turns KeyboardInterrupt into a
+    silent exit 130 before ``main`` could say what to do)."""
+
+
+def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
+    return run
+
+
+def _wrap_commands(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        if command.callback is not None:
+            command.callback = _interruptible(command.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _wrap_commands(group.typer_instance)
+
+
+_wrap_commands(app)
+
+
+def _usage_line(exc: click_exceptions.UsageError) -> str:
+    where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+    return f"error: {exc.format_message()}{where}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
+    """Run ``natv2 ARGS``: exit 0 on success, 2 with one ``error:`` line for bad input."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=args, prog_name="natv2")
+        code = app(args=args, prog_name="natv2", standalone_mode=False)
     except Natv2Error as exc:
         if "--debug" in args:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(one_line(f"error: {exc}"), err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except click_exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click_exceptions.UsageError as exc:
+        typer.echo(one_line(_usage_line(exc)), err=True)
+        sys.exit(exc.exit_code)
+    except click_exceptions.ClickException as exc:
+        typer.echo(one_line(f"error: {exc.format_message()}"), err=True)
+        sys.exit(exc.exit_code)
+    except (Interrupted, KeyboardInterrupt):
         typer.echo("interrupted: rerun with --resume to continue", err=True)
         sys.exit(130)
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)  # typer.Exit(N) inside a command (e.g. validate's verdict)
 
 
 if __name__ == "__main__":
