@@ -38,7 +38,11 @@ Derived budgets (only where the key is not written in ``[budgets]``):
 - ``max_macs = floor(target_latency_ms / 1000 * macs_per_second)`` (needs both)
 - ``max_latency_ms = target_latency_ms``
 
-Standard library only: this package knows nothing of the rest of natv2 except its error type.
+Every number is range-checked (integers and numbers up to ``MAX_FIGURE`` = 10**18, far above any
+device) and names are printable text, so a hostile file cannot reach a traceback or the terminal.
+
+Standard library only: this package knows nothing of the rest of natv2 except its error type and
+the untrusted-input readers (``natv2.untrusted``, standard library only too).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from natv2.errors import Natv2Error
+from natv2.untrusted import path_kind, read_float, read_int, shown
 
 __all__ = [
     "BUDGET_KEYS",
@@ -123,6 +128,8 @@ _TYPE_WORDS = {
     "table": "a table",
 }
 _SUFFIX = "-profile"
+#: the largest integer or number a profile may hold (bytes, MAC/s, budgets): no device is near it
+MAX_FIGURE = 10**18
 
 
 @dataclass(frozen=True)
@@ -273,20 +280,28 @@ def load_profile(name_or_path: str | Path) -> Profile:
             entry = _shipped_dir().joinpath(candidate + ".toml")
             return _parse(entry.read_text(encoding="utf-8"), str(entry))
     path = Path(name_or_path)
-    if path.is_file():
+    kind = path_kind(path)
+    if kind == "file":
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise Natv2Error(f"{path}: cannot read device profile: {exc}") from exc
-        return _parse(text, str(path))
+            raise Natv2Error(f"{shown(str(path))}: cannot read device profile: {exc}") from None
+        return _parse(text, shown(str(path), limit=400))
+    if kind != "missing":
+        what = "a directory" if kind == "dir" else "not a regular file"
+        raise Natv2Error(
+            f"device profile '{shown(str(path))}' is {what}; give a TOML file or one of the "
+            f"shipped profiles: {', '.join(shipped)}"
+        )
     if path.suffix == ".toml" or "/" in text_name:
         raise Natv2Error(
-            f"device profile file '{path}' does not exist; give an existing TOML file or one of "
-            f"the shipped profiles: {', '.join(shipped)}"
+            f"device profile file '{shown(str(path))}' does not exist; give an existing TOML "
+            f"file or one of the shipped profiles: {', '.join(shipped)}"
         )
     raise Natv2Error(
-        f"unknown device profile '{text_name}': shipped profiles are {', '.join(shipped)}; "
-        "or give the path to your own TOML file (see `natv2 profiles show NAME` for the schema)"
+        f"unknown device profile '{shown(text_name)}': shipped profiles are "
+        f"{', '.join(shipped)}; or give the path to your own TOML file (see `natv2 profiles "
+        "show NAME` for the schema)"
     )
 
 
@@ -365,20 +380,41 @@ def _check_schema(doc: dict[str, Any], src: str) -> None:
                 if not _type_ok(subvalue, spec[sub]):
                     raise Natv2Error(
                         f"{src}: '{key}.{sub}' must be {_TYPE_WORDS[spec[sub]]}, got "
-                        f"{subvalue!r} ({type(subvalue).__name__})"
+                        f"{shown(subvalue)} ({type(subvalue).__name__})"
                     )
+                _check_range(f"{src}: '{key}.{sub}'", subvalue, spec[sub])
         elif not _type_ok(value, spec):
             raise Natv2Error(
-                f"{src}: '{key}' must be {_TYPE_WORDS[spec]}, got {value!r} "
+                f"{src}: '{key}' must be {_TYPE_WORDS[spec]}, got {shown(value)} "
                 f"({type(value).__name__})"
             )
+        else:
+            _check_range(f"{src}: '{key}'", value, spec)
+
+
+def _check_range(name: str, value: Any, kind: str) -> None:
+    """Numbers within +-MAX_FIGURE (signs are checked per key later); text printable."""
+    if kind == "int":
+        read_int(name, value, -MAX_FIGURE, MAX_FIGURE)
+    elif kind == "num":
+        read_float(name, value, -MAX_FIGURE, MAX_FIGURE)
+    elif kind == "str" and shown(value, limit=len(value)) != value:
+        raise Natv2Error(f"{name} must be printable text, got {shown(value)}")
+    elif kind == "strlist":
+        for item in value:
+            _check_range(name, item, "str")
 
 
 def _parse(text: str, src: str) -> Profile:
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise Natv2Error(f"{src}: invalid TOML: {exc}; fix the syntax at that line") from exc
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
+        raise Natv2Error(f"{src}: invalid TOML: {exc}; fix the syntax at that line") from None
+    except RecursionError:
+        raise Natv2Error(
+            f"{src}: TOML nested too deeply to be a device profile; see `natv2 profiles show "
+            "microcontroller-profile` for the schema"
+        ) from None
     _check_schema(doc, src)
     for key in ("name", "description"):
         if not doc.get(key, "").strip():

@@ -34,6 +34,7 @@ from functools import lru_cache
 import numpy as np
 
 from natv2.errors import EncodingError
+from natv2.untrusted import short_int, shown
 
 RESOLUTIONS: tuple[int, ...] = (48, 52, 56, 60, 64)
 WIDTHS: tuple[float, ...] = (1.0, 1.2)
@@ -280,30 +281,32 @@ class SearchSpace:
     # --- validation, decode, encode -------------------------------------------------------
     def check(self, vector: Sequence[int] | np.ndarray) -> np.ndarray:
         """Return ``vector`` as int64 array, or raise naming the first bad position."""
+        # Python ints first: a gene too large for int64 is out of range, not an OverflowError
         try:
-            v = np.asarray([int(x) for x in vector], dtype=np.int64)
-        except (TypeError, ValueError):
+            genes = [int(x) for x in vector]
+        except (TypeError, ValueError, OverflowError):
             raise EncodingError(
                 f"an encoding vector is a list of integers (comma-separated on the command line), "
-                f"got {list(vector)!r}"
+                f"got {shown(list(vector) if not isinstance(vector, str) else vector)}"
             ) from None
-        if v.ndim != 1 or len(v) != self.length:
+        if len(genes) != self.length:
             raise EncodingError(
                 f"encoding {self.encoding!r} has {self.length} genes "
-                f"({' '.join(self.gene_names()[:3])} ...), got {len(v)}"
+                f"({' '.join(self.gene_names()[:3])} ...), got {len(genes)}"
             )
         lo, hi, names = self.lower, self.upper, self.gene_names()
-        for i, x in enumerate(v):
-            if not lo[i] <= x <= hi[i]:
+        for i, x in enumerate(genes):
+            if not int(lo[i]) <= x <= int(hi[i]):
                 hint = (
                     " (levels 1-2 of a stage cannot be skipped)"
                     if x == 0 and i >= self.level_offset
                     else ""
                 )
                 raise EncodingError(
-                    f"position {i + 1} ({names[i]}) is {x}, allowed range is {lo[i]}..{hi[i]}{hint}"
+                    f"position {i + 1} ({names[i]}) is {short_int(x)}, allowed range is "
+                    f"{lo[i]}..{hi[i]}{hint}"
                 )
-        return v
+        return np.asarray(genes, dtype=np.int64)
 
     def decode(self, vector: Sequence[int] | np.ndarray) -> Arch:
         """Decode any in-bounds vector to its canonical, runnable Arch."""

@@ -28,6 +28,7 @@ import typer
 
 from natv2.commands.common import dataset_help, emit_json, make_logger
 from natv2.errors import Natv2Error
+from natv2.untrusted import MAX_COUNT, MAX_RUNS, MAX_THREADS
 
 CALIBRATION_IMAGES = 500  # unless the run's config.json records its own
 EVAL_BATCH = 250
@@ -151,12 +152,18 @@ def export(
         help="Dataset for top-1, real-image parity, int8 calibration. " + dataset_help(),
     ),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Where datasets live."),
-    runs: int = typer.Option(50, "--runs", min=0, help="Timed latency runs (0: skip)."),
+    runs: int = typer.Option(
+        50, "--runs", min=0, max=MAX_RUNS, help="Timed latency runs (0: skip)."
+    ),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="onnxruntime intra-op threads (default: physical cores)."
+        None,
+        "--threads",
+        min=1,
+        max=MAX_THREADS,
+        help="onnxruntime intra-op threads (default: physical cores).",
     ),
     limit: int | None = typer.Option(
-        None, "--limit", min=1, help="Measure top-1 on the first N test images only."
+        None, "--limit", min=1, max=MAX_COUNT, help="Measure top-1 on the first N test images only."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:

@@ -9,6 +9,7 @@ import typer
 from natv2.commands.common import emit_json
 from natv2.errors import Natv2Error
 from natv2.space import WIDTHS
+from natv2.untrusted import MAX_CLASSES, MAX_SEED
 
 
 def import_ofa(
@@ -22,11 +23,12 @@ def import_ofa(
         None,
         "--classes",
         min=2,
+        max=MAX_CLASSES,
         help="Classes of the new supernet; a number other than the checkpoint's "
         "re-initialises the classifier.",
     ),
     out: Path = typer.Option(..., "--out", help="Where to write the natv2 supernet checkpoint."),
-    seed: int = typer.Option(0, help="Seed of a re-initialised classifier."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed of a re-initialised classifier."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Import OFA's pretrained MobileNetV3 supernet (w1.0|w1.2) as a baseline-encoding supernet."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from natv2.commands.common import emit_json, make_logger
+from natv2.untrusted import MAX_COUNT, MAX_SEED
 
 
 def postprocess(
@@ -31,11 +32,15 @@ def postprocess(
         help="Most epochs of phase 1 (and the cosine schedule's length).",
     ),
     patience: int | None = typer.Option(
-        None, "--patience", min=1, help="Epochs without a lower validation loss before stopping."
+        None,
+        "--patience",
+        min=1,
+        max=MAX_COUNT,
+        help="Epochs without a lower validation loss before stopping.",
     ),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=2),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=2, max=MAX_COUNT),
     steps_per_epoch: int | None = typer.Option(
-        None, "--steps-per-epoch", min=1, help="Cap on the steps of an epoch."
+        None, "--steps-per-epoch", min=1, max=MAX_COUNT, help="Cap on the steps of an epoch."
     ),
     no_prune: bool = typer.Option(False, "--no-prune", help="AEP: keep every exit."),
     preset: str = typer.Option(
@@ -48,7 +53,7 @@ def postprocess(
     out: Path | None = typer.Option(
         None, "--out", help="Output folder (default RUN_DIR/postprocessed/ID)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Random seed."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:

@@ -13,6 +13,7 @@ import typer
 
 from natv2.commands.common import emit_json
 from natv2.errors import Natv2Error
+from natv2.untrusted import MAX_RUNS, MAX_SEED
 
 app = typer.Typer(help="Accuracy predictors: compare them on a search archive.")
 
@@ -68,14 +69,18 @@ def load_archive(run_dir: str | Path, source: str = "archive"):
 @app.command()
 def compare(
     run_dir: Path = typer.Argument(..., help="A search run directory (with archive.jsonl)."),
-    folds: int = typer.Option(10, "--folds", min=2, help="k of the k-fold cross-validation."),
+    folds: int = typer.Option(
+        10, "--folds", min=2, max=MAX_RUNS, help="k of the k-fold cross-validation."
+    ),
     features: str = typer.Option(
         "integer", "--features", help="integer (default), onehot, or decoded (the search's)."
     ),
     predictors: str | None = typer.Option(
         None, "--predictors", help=f"Comma-separated subset of: {_NAMES} (default: all installed)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the folds and the predictors."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=MAX_SEED, help="Seed of the folds and the predictors."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Spearman rho, Kendall tau, RMSE and fit time of every predictor on the archive (k-fold)."""

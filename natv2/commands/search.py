@@ -8,6 +8,7 @@ import typer
 
 from natv2.commands.common import dataset_help, emit_json, make_logger
 from natv2.space import ENCODINGS
+from natv2.untrusted import MAX_COUNT, MAX_SEED
 
 
 def search(
@@ -29,8 +30,12 @@ def search(
     preset: str = typer.Option(
         "demo", help="demo (minutes on a CPU) or paper (the paper's settings)."
     ),
-    iterations: int | None = typer.Option(None, min=0, help="Search iterations (preset default)."),
-    archive_size: int | None = typer.Option(None, min=4, help="Archive size As (preset default)."),
+    iterations: int | None = typer.Option(
+        None, min=0, max=MAX_COUNT, help="Search iterations (preset default)."
+    ),
+    archive_size: int | None = typer.Option(
+        None, min=4, max=MAX_COUNT, help="Archive size As (preset default)."
+    ),
     predictor: str = typer.Option("lgbm", help="Accuracy predictor (see `natv2 predictors`)."),
     mode: str = typer.Option("natv2", help="natv2, or nat for NAT's archive policies."),
     dense_skips: bool = typer.Option(False, help="Pretrain presets with dense skip connections."),
@@ -45,7 +50,7 @@ def search(
     resume: bool = typer.Option(
         False, help="Continue the search in --out from its last iteration."
     ),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
     accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:

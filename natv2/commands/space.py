@@ -8,6 +8,7 @@ import typer
 from natv2.commands.common import emit_json, vector_text
 from natv2.errors import Natv2Error
 from natv2.space import ENCODINGS, SAMPLERS, SearchSpace, parse_vector
+from natv2.untrusted import MAX_CLASSES, MAX_SAMPLES, MAX_SEED
 
 app = typer.Typer(help="The OFAv2 search space: sample, decode and cost encoding vectors.")
 
@@ -29,9 +30,9 @@ def subnet_json(space: SearchSpace, vector) -> dict:
 @app.command()
 def sample(
     encoding: str = EncodingOpt,
-    n: int = typer.Option(5, "-n", min=1, help="How many subnets."),
+    n: int = typer.Option(5, "-n", min=1, max=MAX_SAMPLES, help="How many subnets."),
     sampler: str = typer.Option("natv2", help=f"One of: {', '.join(SAMPLERS)}."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Draw subnets with NATv2's depth-uniform sampler or NAT's uniform one."""
@@ -90,7 +91,9 @@ def cost(
         help="Supernet preset: tiny-w1.0, ofa-mbv3-w1.2, ... or tiny / ofa-mbv3 (width from the "
         "vector).",
     ),
-    classes: int = typer.Option(10, "--classes", help="Classes of the classifier head."),
+    classes: int = typer.Option(
+        10, "--classes", min=2, max=MAX_CLASSES, help="Classes of the classifier head."
+    ),
     dense_skips: bool = typer.Option(False, "--dense-skips", help="Dense skips inside stages."),
     dtype: str | None = typer.Option(
         None,

@@ -8,6 +8,7 @@ import typer
 
 from natv2.commands.common import dataset_help, emit_json, make_logger
 from natv2.space import ENCODINGS
+from natv2.untrusted import MAX_SEED
 
 
 def train_supernet(
@@ -27,7 +28,7 @@ def train_supernet(
     dense_skips: bool = typer.Option(False, help="Supernet with OFAv2 dense skip connections."),
     out: Path = typer.Option(Path("supernet.pt"), help="Supernet checkpoint to write."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its checkpoint."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
     accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from natv2.commands.common import emit_json
+from natv2.untrusted import MAX_COUNT, MAX_RESOLUTION, MAX_RUNS, MAX_THREADS
 
 
 def validate(
@@ -23,15 +24,25 @@ def validate(
     ),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Where datasets live."),
     resolution: int | None = typer.Option(
-        None, "--resolution", min=1, help="Input H = W, for models with a dynamic input size."
+        None,
+        "--resolution",
+        min=1,
+        max=MAX_RESOLUTION,
+        help="Input H = W, for models with a dynamic input size.",
     ),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="onnxruntime intra-op threads (default: physical cores)."
+        None,
+        "--threads",
+        min=1,
+        max=MAX_THREADS,
+        help="onnxruntime intra-op threads (default: physical cores).",
     ),
-    warmup: int = typer.Option(20, "--warmup", min=0, help="Untimed runs before timing."),
-    runs: int = typer.Option(100, "--runs", min=1, help="Timed runs."),
+    warmup: int = typer.Option(
+        20, "--warmup", min=0, max=MAX_RUNS, help="Untimed runs before timing."
+    ),
+    runs: int = typer.Option(100, "--runs", min=1, max=MAX_RUNS, help="Timed runs."),
     limit: int | None = typer.Option(
-        None, "--limit", min=1, help="Measure top-1 on the first N test images only."
+        None, "--limit", min=1, max=MAX_COUNT, help="Measure top-1 on the first N test images only."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:

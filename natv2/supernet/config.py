@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 from natv2.errors import Natv2Error
 from natv2.space import EXPANDS, KERNELS, WIDTHS
+from natv2.untrusted import MAX_CLASSES, Field, check_fields, read_float, short_int, shown
 
 # Per stage: stride, activation, squeeze-excite (OFA MobileNetV3, REFERENCE.md).
 STAGE_STRIDES: tuple[int, ...] = (2, 2, 2, 1, 2)
@@ -61,8 +62,13 @@ class SupernetConfig:
             )
         if self.width not in WIDTHS:
             raise Natv2Error(f"width multiplier {self.width} not in {WIDTHS}")
-        if self.num_classes < 2 or self.in_channels < 1:
-            raise Natv2Error("a supernet needs at least 2 classes and 1 input channel")
+        if not 2 <= self.num_classes <= MAX_CLASSES or not 1 <= self.in_channels <= 4:
+            raise Natv2Error(
+                f"a supernet needs 2..{MAX_CLASSES:,} classes and 1..4 input channels, got "
+                f"{short_int(self.num_classes)} classes and {short_int(self.in_channels)} channels"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise Natv2Error(f"supernet dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def name(self) -> str:
@@ -115,11 +121,33 @@ class SupernetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> SupernetConfig:
-        try:
-            return cls(**d)
-        except TypeError as exc:
-            raise Natv2Error(f"malformed supernet config: {exc}") from None
+    def from_dict(cls, d: object, source: str = "supernet config") -> SupernetConfig:
+        """A config from JSON or checkpoint metadata: every field type-checked first."""
+        fix = "the file was not written by natv2: retrain or re-export it"
+        doc = check_fields(d, _CONFIG_SCHEMA, f"{source}: config", fix)
+        unknown = sorted(set(doc) - set(_CONFIG_SCHEMA))
+        if unknown:
+            raise Natv2Error(
+                f"{source}: config has unknown key(s) {', '.join(shown(k) for k in unknown)}; {fix}"
+            )
+        numbers = {
+            key: read_float(f"{source}: config {key!r}", doc[key], 0.0, 10.0)
+            for key in ("width", "dropout")
+            if key in doc
+        }
+        return cls(**{**doc, **numbers})
+
+
+_CONFIG_SCHEMA = {
+    "preset": Field(str, required=False),
+    "width": Field((float, int), required=False),
+    "num_classes": Field(int, required=False),
+    "in_channels": Field(int, required=False),
+    "parallel": Field(bool, required=False),
+    "exits": Field(bool, required=False),
+    "dense_skips": Field(bool, required=False),
+    "dropout": Field((float, int), required=False),
+}
 
 
 def encoding_of(config: SupernetConfig) -> str:
