@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from natv2.errors import Natv2Error
+from natv2.untrusted import MAX_CLASSES, MAX_COUNT, path_kind, short_int, shown
 
 DEFAULT_DATASET = "mnist5k"
 # Seed of every split carve: a constant, so the training seed never moves the test set.
@@ -229,18 +231,31 @@ class FileImageSet(ImageSet):
         )
 
 
+#: largest image file read (a 400-megapixel PNG would take gigabytes to decode)
+MAX_IMAGE_PIXELS = 64_000_000  # below PIL's own bomb limit (89M), so PIL never warns first
+
+
 def read_image(path: str | Path, size: int) -> torch.Tensor:
     """One image file as uint8 3xsizexsize: RGB, shorter side resized to ``size``, centre crop."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError(f"{img.width}x{img.height} pixels")
+                rgb = img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise Natv2Error(
-            f"cannot read image {path}: {e}; expected a readable image file "
+            f"image {path} is too large to read ({shown(e, 100)}); natv2 reads images of at "
+            f"most {MAX_IMAGE_PIXELS:,} pixels: shrink or remove it"
+        ) from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise Natv2Error(
+            f"cannot read image {path}: {shown(e, 100)}; expected a readable image file "
             f"({', '.join(IMAGE_EXTENSIONS)}): remove or replace it"
-        ) from e
+        ) from None
     if rgb.size != (size, size):
         rgb = TF.center_crop(TF.resize(rgb, [size], antialias=True), [size, size])
     return TF.pil_to_tensor(rgb)
@@ -825,6 +840,7 @@ def _load_imagefolder(path: Path, size: int | None, seed: int) -> DatasetSplits:
             "per class, e.g. PATH/cat/1.jpg, PATH/dog/2.jpg"
         )
     name = f"imagefolder:{path}"
+    require_classes(name, len(classes))
     sets: dict[str, ImageSet | None] = {}
     for split in ("train", "val", "test"):
         folder = base if split == "train" else path / split
@@ -854,73 +870,163 @@ def _load_imagefolder(path: Path, size: int | None, seed: int) -> DatasetSplits:
     )
 
 
-def _npz_images(path: Path, key: str, x: np.ndarray) -> torch.Tensor:
-    if x.dtype != np.uint8:
+#: bounds a hostile npz cannot pass: checked from the array headers, before any array is read
+MAX_IMAGE_SIDE = 4096
+MAX_NPZ_BYTES = 64 * 2**30
+
+
+def _npz_header(path: Path, f, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one member, read from its .npy header without loading the data."""
+    member = f"{key}.npy"
+    try:
+        with f.zip.open(member) as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _fortran, dtype = read(fh)
+    except (KeyError, ValueError, OSError, EOFError) as e:
         raise Natv2Error(
-            f"npz {path}: '{key}' has dtype {x.dtype}; expected uint8 pixels 0..255 "
+            f"npz {path}: member '{shown(key)}' is not a NumPy array ({shown(e, 100)}); "
+            "expected arrays written with np.savez(path, x=..., y=...)"
+        ) from None
+    if dtype.hasobject:
+        raise Natv2Error(
+            f"npz {path}: '{shown(key)}' holds Python objects; natv2 reads only plain numeric "
+            "arrays (uint8 images, integer labels)"
+        )
+    return tuple(int(d) for d in shape), dtype
+
+
+def _check_npz_images(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if dtype != np.uint8:
+        raise Natv2Error(
+            f"npz {path}: '{key}' has dtype {dtype}; expected uint8 pixels 0..255 "
             f"(convert, e.g. (x * 255).round().astype(np.uint8) for floats in 0..1)"
         )
-    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] in (1, 3))) or 0 in x.shape:
+    ndim = len(shape)
+    if not (ndim == 3 or (ndim == 4 and shape[-1] in (1, 3))) or 0 in shape:
         raise Natv2Error(
-            f"npz {path}: '{key}' has shape {x.shape}; expected NxHxW (grayscale) or "
+            f"npz {path}: '{key}' has shape {shape}; expected NxHxW (grayscale) or "
             "channels-last NxHxWxC with C = 1 or 3, N, H, W > 0"
         )
-    return to_rgb_nchw(x)
-
-
-def _npz_labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+    if max(shape[1:3]) > MAX_IMAGE_SIDE or shape[0] > MAX_COUNT:
         raise Natv2Error(
-            f"npz {path}: '{key}' has dtype {y.dtype} and shape {y.shape}; expected a 1-D "
+            f"npz {path}: '{key}' has shape {shape}; natv2 reads at most {MAX_COUNT:,} images "
+            f"of at most {MAX_IMAGE_SIDE} px a side"
+        )
+
+
+def _check_npz_labels(path: Path, key: str, shape: tuple[int, ...], dtype, n: int) -> None:
+    if len(shape) != 1 or not np.issubdtype(dtype, np.integer):
+        raise Natv2Error(
+            f"npz {path}: '{key}' has dtype {dtype} and shape {shape}; expected a 1-D "
             "integer array of class labels 0..K-1"
         )
-    if len(y) != n:
+    if shape[0] != n:
         raise Natv2Error(
-            f"npz {path}: '{key}' has {len(y)} labels but the images have {n}; expected one "
+            f"npz {path}: '{key}' has {shape[0]} labels but the images have {n}; expected one "
             "label per image"
         )
-    if len(y) and y.min() < 0:
-        raise Natv2Error(f"npz {path}: '{key}' has negative labels; expected 0..K-1")
-    return y.astype(np.int64)
+
+
+def _npz_classes(path: Path, labels: dict[str, np.ndarray]) -> int:
+    """K, the number of classes: labels are 0..K-1 and each class has train images ('y').
+
+    Checked before anything allocates per class: one label of 10**9 is an error here, not a
+    billion class names."""
+    for key, y in labels.items():
+        if len(y) and int(y.min()) < 0:
+            raise Natv2Error(f"npz {path}: '{key}' has negative labels; expected 0..K-1")
+    top = max(int(y.max()) for y in labels.values() if len(y))
+    if top >= MAX_CLASSES:
+        raise Natv2Error(
+            f"npz {path}: a label is {short_int(top)}; labels are class indices 0..K-1 with K at "
+            f"most {MAX_CLASSES:,}"
+        )
+    present = np.unique(labels["y"])
+    if len(present) < top + 1:
+        missing = sorted(set(range(top + 1)) - {int(c) for c in present})
+        raise Natv2Error(
+            f"npz {path}: labels run to {top} but 'y' has no images of class(es) "
+            f"{', '.join(map(str, missing[:8]))}{' ...' if len(missing) > 8 else ''}; labels "
+            "must be 0..K-1 with every class in the training arrays"
+        )
+    return top + 1
+
+
+def _open_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an npz file, after every header passed the bounds above."""
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        kind = "it holds pickled data" if "pickle" in str(e) else shown(e, 100)
+        raise Natv2Error(
+            f"npz: cannot read {path} ({kind}); expected a NumPy .npz archive written with "
+            "np.savez(path, x=..., y=...)"
+        ) from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise Natv2Error(
+            f"npz: {path} is a single .npy array, not an .npz archive; write it with "
+            "np.savez(path, x=images, y=labels)"
+        )
+    with f:
+        headers = {k: _npz_header(path, f, k) for k in f.files}
+        total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
+        if total > MAX_NPZ_BYTES:
+            raise Natv2Error(
+                f"npz {path}: its arrays hold {total / 2**30:,.1f} GiB; natv2 loads npz datasets "
+                f"of at most {MAX_NPZ_BYTES // 2**30} GiB (use imagefolder: for larger ones)"
+            )
+        for _split, xk, yk in _NPZ_SPLITS:
+            if xk in headers:
+                _check_npz_images(path, xk, *headers[xk])
+                if yk in headers:
+                    _check_npz_labels(path, yk, *headers[yk], headers[xk][0][0])
+        try:
+            return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError) as e:
+            raise Natv2Error(f"npz: cannot read {path} ({shown(e, 100)}); write it again") from None
+        except MemoryError:
+            raise Natv2Error(
+                f"npz {path}: not enough memory to load its {total / 2**30:,.1f} GiB of arrays"
+            ) from None
+
+
+_NPZ_SPLITS = (("train", "x", "y"), ("val", "x_val", "y_val"), ("test", "x_test", "y_test"))
 
 
 def _load_npz(path: Path, size: int | None, seed: int) -> DatasetSplits:
-    if not path.is_file():
+    if path_kind(path) != "file":
         raise Natv2Error(
-            f"npz: {path} does not exist; expected a .npz file with arrays 'x' (uint8 NxHxW "
-            "or NxHxWxC) and 'y' (int labels), optionally x_val, y_val, x_test, y_test"
+            f"npz: {path} does not exist or is not a file; expected a .npz file with arrays 'x' "
+            "(uint8 NxHxW or NxHxWxC) and 'y' (int labels), optionally x_val, y_val, x_test, "
+            "y_test"
         )
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise Natv2Error(
-            f"npz: cannot read {path} ({e}); expected a NumPy .npz archive written with "
-            "np.savez(path, x=..., y=...)"
-        ) from e
+    arrays = _open_npz(path)
     s = size or 64
     name = f"npz:{path}"
-    sets: dict[str, ImageSet | None] = {}
-    for split, xk, yk in (
-        ("train", "x", "y"),
-        ("val", "x_val", "y_val"),
-        ("test", "x_test", "y_test"),
-    ):
+    present: list[tuple[str, str, str]] = []
+    for split, xk, yk in _NPZ_SPLITS:
         if xk not in arrays and yk not in arrays and split != "train":
-            sets[split] = None
             continue
         for key in (xk, yk):
             if key not in arrays:
                 raise Natv2Error(
-                    f"npz {path}: missing array '{key}' (has {', '.join(sorted(arrays)) or 'none'})"
+                    f"npz {path}: missing array '{key}' (has "
+                    f"{', '.join(shown(k) for k in sorted(arrays)) or 'none'})"
                     f"; expected '{xk}' (uint8 images) and '{yk}' (int labels) together"
                 )
-        images = _npz_images(path, xk, arrays[xk])
-        labels = _npz_labels(path, yk, arrays[yk], len(images))
-        sets[split] = TensorImageSet(
-            fit_images(images, s), torch.from_numpy(labels), f"{name}/{split}"
-        )
-    num_classes = 1 + max(int(d.labels.max()) for d in sets.values() if d is not None)
+        present.append((split, xk, yk))
+    num_classes = _npz_classes(path, {yk: arrays[yk] for _, _, yk in present})
+    require_classes(name, num_classes)
+    sets: dict[str, ImageSet | None] = {"val": None, "test": None}
+    for split, xk, yk in present:
+        images = to_rgb_nchw(arrays[xk])
+        labels = torch.from_numpy(arrays[yk].astype(np.int64))
+        sets[split] = TensorImageSet(fit_images(images, s), labels, f"{name}/{split}")
     pool = sets.pop("train")
     assert pool is not None
     train, val, test = _complete_splits(pool, sets["val"], sets["test"], seed)
@@ -938,6 +1044,15 @@ def _load_npz(path: Path, size: int | None, seed: int) -> DatasetSplits:
         classes=tuple(str(i) for i in range(num_classes)),
         split_seed=seed,
     )
+
+
+def require_classes(name: str, num_classes: int) -> None:
+    """A classifier needs two classes: said here, naming the dataset, before any training."""
+    if num_classes < 2:
+        raise Natv2Error(
+            f"dataset {shown(name, 200)} has {num_classes} class; a classifier needs at least 2 "
+            "(add images of another class)"
+        )
 
 
 def load_dataset(
