@@ -17,7 +17,6 @@ Checkpoints are untrusted input: they are read with ``torch.load(..., weights_on
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from natv2.space import LEVELS_PER_STAGE, N_STAGES, WIDTHS
 from natv2.supernet.config import STAGE_SE, SupernetConfig, config_for_encoding
 from natv2.supernet.elastic import transform_name
 from natv2.supernet.network import OFAv2Supernet, build_supernet
+from natv2.untrusted import file_errors, path_kind, shown, torch_load_failure
 
 OFA_PRESET = "ofa-mbv3"
 BN_TENSORS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -285,12 +285,19 @@ def import_ofa_state_dict(
 def load_ofa_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read an OFA checkpoint file without unpickling arbitrary objects."""
     path = Path(path)
-    if not path.is_file():
+    kind = path_kind(path)
+    if kind == "dir":
         raise Natv2Error(
-            f"OFA checkpoint {path} does not exist; download {ofa_checkpoint_name(1.0)} or "
-            f"{ofa_checkpoint_name(1.2)} from the OFA release and pass its path"
+            f"OFA checkpoint {shown(str(path))} is a directory; pass the checkpoint file, e.g. "
+            f"{shown(str(path / ofa_checkpoint_name(1.0)))}"
         )
-    with path.open("rb") as f:
+    if kind != "file":
+        raise Natv2Error(
+            f"OFA checkpoint {shown(str(path))} does not exist; download "
+            f"{ofa_checkpoint_name(1.0)} or {ofa_checkpoint_name(1.2)} from the OFA release and "
+            "pass its path"
+        )
+    with file_errors(path, "read the OFA checkpoint"), path.open("rb") as f:
         magic = f.read(4)
     # A torch file is a zip archive (torch >= 1.6) or a legacy pickle (protocol 2+).
     if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
@@ -302,28 +309,12 @@ def load_ofa_checkpoint(path: str | Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise Natv2Error(
-            f"{path}: not a readable OFA checkpoint ({_load_failure(exc)}); natv2 loads "
+            f"{path}: not a readable OFA checkpoint ({torch_load_failure(exc)}); natv2 loads "
             "checkpoints with torch.load(weights_only=True) and never unpickles other objects: "
             "pass the state dict file OFA ships (or re-save one with "
             "torch.save(model.state_dict(), path))"
         ) from None
     return obj
-
-
-def _load_failure(exc: Exception) -> str:
-    """Why ``torch.load(weights_only=True)`` failed, in one short clause (without torch's advice
-    to retry with ``weights_only=False``)."""
-    text = str(exc)
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if found:
-        return f"it holds a pickled Python object ({found.group(1)}), not only tensors"
-    if "Unsupported operand" in text or "invalid load key" in text:
-        return "not a torch file"
-    if "PytorchStreamReader" in text:
-        return "truncated or corrupt torch archive: download it again"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    first = lines[0][:120] if lines else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def import_ofa_checkpoint_file(

@@ -74,6 +74,7 @@ from natv2.supernet.materialize import (
 )
 from natv2.supernet.network import OFAv2Supernet
 from natv2.supernet.plain import Subnet
+from natv2.untrusted import load_torch, read_json, require_finite
 
 METHODS: tuple[str, ...] = ("finetune", "aep")
 RESULT_FORMAT = "natv2-postprocess/1"
@@ -604,8 +605,8 @@ def load_postprocessed(directory: str | Path) -> nn.Module:
     fix = "rerun `natv2 postprocess RUN_DIR --subnet ID` to write it again"
     if not directory.is_dir():
         raise Natv2Error(f"{directory} does not exist; post-process the subnet first ({fix})")
+    desc = read_json(directory / "arch.json", "model description", fix)
     try:
-        desc = json.loads((directory / "arch.json").read_text())
         if not isinstance(desc, dict):
             raise ValueError("not a JSON object")
         fmt = desc.get("format")
@@ -619,8 +620,11 @@ def load_postprocessed(directory: str | Path) -> nn.Module:
             f"{directory / 'arch.json'}: cannot read the model description ({exc}); "
             f"expected format {SUBNET_FORMAT!r} or {AEP_FORMAT!r}; {fix}"
         ) from None
+    state = load_torch(directory / "model.pt", "AEP state dict", fix)
+    if not isinstance(state, dict):
+        raise Natv2Error(f"{directory / 'model.pt'}: not a state dict; {fix}")
+    require_finite(state, str(directory / "model.pt"), fix)
     try:
-        state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     except Exception as exc:
         raise Natv2Error(

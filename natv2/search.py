@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.algorithms.soo.nonconvex.ga import GA
@@ -50,8 +49,19 @@ from natv2.supernet.checkpoint import save_supernets
 from natv2.supernet.materialize import atomic_torch_save
 from natv2.supernet.network import OFAv2Supernet
 from natv2.train import SupernetTrainer, adaptation_schedule, front_sampler
+from natv2.untrusted import MAX_COUNT, Field, check_fields, load_torch
 
 SEARCH_STATE_FORMAT = "natv2-search/1"
+#: what a search checkpoint must hold, checked before the search reads it
+SEARCH_STATE_SCHEMA = {
+    "format": Field(str),
+    "iteration": Field(int, lo=0, hi=MAX_COUNT),
+    "archive": Field(list),
+    "evaluations": Field(int, lo=0, hi=MAX_COUNT),
+    "history": Field(list),
+    "supernets": Field(dict),
+}
+ARCHIVE_RECORD_SCHEMA = {"vector": Field(list), "accuracy": Field((float, int))}
 
 
 @dataclass(frozen=True)
@@ -417,21 +427,23 @@ class NATv2Search:
         if not files:
             return False
         path = files[-1]
+        fix = "delete it to resume from the previous iteration, or start a new run without --resume"
+        doc = load_torch(path, "search checkpoint", fix)
+        if not isinstance(doc, dict) or doc.get("format") != SEARCH_STATE_FORMAT:
+            raise Natv2Error(f"{path}: not a natv2 search checkpoint; {fix}")
+        check_fields(doc, SEARCH_STATE_SCHEMA, str(path), fix)
+        for i, rec in enumerate(doc["archive"]):
+            check_fields(rec, ARCHIVE_RECORD_SCHEMA, f"{path}: archive[{i}]", fix)
+            self.job.space.check(rec["vector"])
         try:
-            doc = torch.load(path, map_location="cpu", weights_only=True)
-            assert doc["format"] == SEARCH_STATE_FORMAT
             for w, net in self.nets.items():
                 net.load_state_dict(doc["supernets"][f"{w:.1f}"])
-        except Exception as exc:
+        except (KeyError, TypeError, RuntimeError) as exc:
             raise Natv2Error(
-                f"{path}: corrupt search checkpoint ({type(exc).__name__}); delete it to resume "
-                "from the previous iteration, or start a new run without --resume"
+                f"{path}: corrupt search checkpoint ({type(exc).__name__}); {fix}"
             ) from None
         self.state = SearchState(
-            int(doc["iteration"]),
-            list(doc["archive"]),
-            int(doc["evaluations"]),
-            list(doc["history"]),
+            doc["iteration"], list(doc["archive"]), doc["evaluations"], list(doc["history"])
         )
         return True
 

@@ -85,8 +85,20 @@ from natv2.space import (
 )
 from natv2.supernet.materialize import atomic_torch_save
 from natv2.supernet.network import OFAv2Supernet
+from natv2.untrusted import Field, check_fields, load_torch
 
 TRAIN_FORMAT = "natv2-train/1"
+#: what a training checkpoint must hold, checked before ``SupernetTrainer.load`` reads it
+TRAIN_STATE_SCHEMA = {
+    "config": Field(dict),
+    "schedule": Field(str),
+    "supernet": Field(dict),
+    "teacher": Field((dict, type(None))),
+    "optimizer": Field(dict),
+    "progress": Field(dict),
+    "history": Field(list),
+}
+TRAIN_PROGRESS_SCHEMA = dict.fromkeys(("phase", "epoch", "step"), Field(int, lo=0, hi=2**62))
 ArchSampler = Callable[[np.random.Generator, int], list[Arch]]
 
 
@@ -436,15 +448,12 @@ class SupernetTrainer:
         self.acc.barrier()
 
     def load(self, path: Path) -> None:
-        try:
-            doc = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise Natv2Error(
-                f"{path}: cannot read the training checkpoint ({type(exc).__name__}); "
-                "delete it and start again without --resume"
-            ) from None
+        fix = "delete it and start again without --resume"
+        doc = load_torch(path, "training checkpoint", fix)
         if not isinstance(doc, dict) or doc.get("format") != TRAIN_FORMAT:
             raise Natv2Error(f"{path}: not a natv2 training checkpoint; start without --resume")
+        check_fields(doc, TRAIN_STATE_SCHEMA, str(path), fix)
+        check_fields(doc["progress"], TRAIN_PROGRESS_SCHEMA, f"{path}: progress", fix)
         if doc["config"] != self.net.config.to_dict() or doc["schedule"] != self.schedule.name:
             raise Natv2Error(
                 f"{path}: checkpoint was made with another supernet or schedule "

@@ -15,6 +15,7 @@ from natv2.errors import Natv2Error
 from natv2.supernet.config import SupernetConfig
 from natv2.supernet.materialize import atomic_torch_save
 from natv2.supernet.network import OFAv2Supernet
+from natv2.untrusted import Field, check_fields, load_torch, path_kind, require_finite, shown
 
 SUPERNET_FORMAT = "natv2-supernet/1"
 
@@ -34,41 +35,49 @@ def save_supernets(
     atomic_torch_save(doc, Path(path))
 
 
+_FIX = "retrain it with `natv2 train-supernet` or re-import it with `natv2 import-ofa`"
+#: what a supernet checkpoint must hold, checked before anything reads it
+CHECKPOINT_SCHEMA = {
+    "format": Field(str),
+    "supernets": Field(list),
+    "meta": Field(dict, required=False),
+}
+ENTRY_SCHEMA = {"config": Field(dict), "state_dict": Field(dict)}
+
+
 def load_supernets(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[dict[float, OFAv2Supernet], dict[str, Any]]:
     """Rebuild the supernets of a checkpoint; a bad file raises Natv2Error with the fix."""
     path = Path(path)
-    if not path.is_file():
+    if path_kind(path) == "missing":
         raise Natv2Error(
-            f"supernet checkpoint {path} does not exist; train one with `natv2 train-supernet` "
-            "or import OFA weights with `natv2 import-ofa`"
+            f"supernet checkpoint {shown(str(path))} does not exist; train one with `natv2 "
+            "train-supernet` or import OFA weights with `natv2 import-ofa`"
         )
-    try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise Natv2Error(
-            f"{path}: not a readable natv2 supernet checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); "
-            "retrain it with `natv2 train-supernet` or re-import it with `natv2 import-ofa`"
-        ) from None
+    doc = load_torch(path, "natv2 supernet checkpoint", _FIX)
     if not isinstance(doc, dict) or doc.get("format") != SUPERNET_FORMAT:
         raise Natv2Error(
-            f"{path}: not a natv2 supernet checkpoint (expected format {SUPERNET_FORMAT!r}); "
-            "OFA checkpoints must first go through `natv2 import-ofa`"
+            f"{shown(str(path))}: not a natv2 supernet checkpoint (expected format "
+            f"{SUPERNET_FORMAT!r}); OFA checkpoints must first go through `natv2 import-ofa`"
         )
+    check_fields(doc, CHECKPOINT_SCHEMA, f"{path}", _FIX)
+    if not doc["supernets"]:
+        raise Natv2Error(f"{path}: the checkpoint holds no supernet; {_FIX}")
     nets: dict[float, OFAv2Supernet] = {}
-    try:
-        for entry in doc["supernets"]:
-            config = SupernetConfig.from_dict(dict(entry["config"]))
-            net = OFAv2Supernet(config)
+    for i, entry in enumerate(doc["supernets"]):
+        check_fields(entry, ENTRY_SCHEMA, f"{path}: supernets[{i}]", _FIX)
+        config = SupernetConfig.from_dict(entry["config"], source=f"{path}: supernets[{i}]")
+        require_finite(
+            entry["state_dict"], f"{path}", "the supernet diverged or the file is corrupt: " + _FIX
+        )
+        net = OFAv2Supernet(config)
+        try:
             net.load_state_dict(entry["state_dict"])
-            nets[config.width] = net.to(device)
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise Natv2Error(
-            f"{path}: corrupt supernet checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}); retrain or re-import it"
-        ) from None
-    if not nets:
-        raise Natv2Error(f"{path}: the checkpoint holds no supernet")
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise Natv2Error(
+                f"{path}: corrupt supernet checkpoint ({type(exc).__name__}: "
+                f"{shown(str(exc).splitlines()[0] if str(exc) else '', 160)}); {_FIX}"
+            ) from None
+        nets[config.width] = net.to(device)
     return nets, dict(doc.get("meta", {}))

@@ -26,6 +26,7 @@ from natv2.supernet.plain import (
     Subnet,
     TransformBranch,
 )
+from natv2.untrusted import load_torch, read_json, require_finite, shown
 
 SUBNET_FORMAT = "natv2-subnet/1"
 
@@ -138,24 +139,29 @@ def save_subnet(net: Subnet, directory: str | Path) -> None:
 def load_subnet(directory: str | Path) -> Subnet:
     """Rebuild a saved subnet without any supernet (checkpoints load with weights_only=True)."""
     directory = Path(directory)
+    fix = "re-export the subnet with natv2"
+    desc = read_json(directory / "arch.json", "subnet description", fix)
     try:
-        desc = json.loads((directory / "arch.json").read_text())
-        if desc.get("format") != SUBNET_FORMAT:
-            raise ValueError(f"format is {desc.get('format')!r}, expected {SUBNET_FORMAT!r}")
+        if not isinstance(desc, dict) or desc.get("format") != SUBNET_FORMAT:
+            found = desc.get("format") if isinstance(desc, dict) else type(desc).__name__
+            raise ValueError(f"format is {shown(found)}, expected {SUBNET_FORMAT!r}")
         arch = Arch.from_dict(desc["arch"])
-        config = SupernetConfig.from_dict(desc["config"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        config = SupernetConfig.from_dict(desc["config"], source=str(directory / "arch.json"))
+    except (ValueError, KeyError, TypeError) as exc:
         raise Natv2Error(
-            f"{directory / 'arch.json'}: cannot read the subnet description ({exc}); "
-            "re-export the subnet with natv2"
+            f"{directory / 'arch.json'}: cannot read the subnet description ({shown(exc, 160)}); "
+            f"{fix}"
         ) from None
     net = Subnet(arch, config)
+    state = load_torch(directory / "model.pt", "subnet state dict", fix)
+    if not isinstance(state, dict):
+        raise Natv2Error(f"{directory / 'model.pt'}: not a state dict; {fix}")
+    require_finite(state, str(directory / "model.pt"), fix)
     try:
-        state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     except Exception as exc:
         raise Natv2Error(
-            f"{directory / 'model.pt'}: not a valid subnet state dict for {arch.id} ({exc}); "
-            "re-export the subnet with natv2"
+            f"{directory / 'model.pt'}: not a valid subnet state dict for {arch.id} "
+            f"({shown(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 160)}); {fix}"
         ) from None
     return net.eval()
