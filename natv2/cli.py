@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:  # end of input at a prompt
         typer.echo("aborted", err=True)
         sys.exit(1)
-    if isinstance(code, int) and not isinstance(code, bool) and code:
-        sys.exit(code)  # typer.Exit(N) inside a command (e.g. validate's verdict)
+    # like typer's standalone mode: always SystemExit; typer.Exit(N) in a command gives N
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 if __name__ == "__main__":
