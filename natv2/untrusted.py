@@ -127,7 +127,7 @@ def file_errors(path: str | Path, action: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise path_error(getattr(exc, "filename", None) or path, exc, action) from None
+        raise path_error(path, exc, action) from None
 
 
 def path_kind(path: str | Path) -> Literal["file", "dir", "missing", "other"]:

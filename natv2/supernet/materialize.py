@@ -26,7 +26,7 @@ from natv2.supernet.plain import (
     Subnet,
     TransformBranch,
 )
-from natv2.untrusted import load_torch, read_json, require_finite, shown
+from natv2.untrusted import file_errors, load_torch, read_json, require_finite, shown
 
 SUBNET_FORMAT = "natv2-subnet/1"
 
@@ -101,30 +101,44 @@ def _public_mode(tmp: str) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        _public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write via a temp file in the same folder and rename, so a crash never leaves half a file;
+    a file-system error (disk full, read-only, permission) is one line naming ``path``."""
+    with file_errors(path, "write"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            _public_mode(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        _public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through a temp file and rename: the previous file survives any failure,
+    and a failed write (torch reports a full disk as a RuntimeError) is one line naming
+    ``path``."""
+    with file_errors(path, "write"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.close(fd)
+        try:
+            torch.save(obj, tmp)
+            _public_mode(tmp)
+            os.replace(tmp, path)
+        except RuntimeError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if "PytorchStreamWriter" not in str(exc) and "write" not in str(exc).lower():
+                raise
+            raise Natv2Error(
+                f"cannot write {shown(str(path))}: writing failed (is the disk full?); files "
+                "written before are intact: free space and rerun (with --resume for a search)"
+            ) from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def save_subnet(net: Subnet, directory: str | Path) -> None:
