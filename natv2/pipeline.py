@@ -7,6 +7,7 @@ with objects, and the CLI stays a thin layer over this module.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ from natv2.supernet.checkpoint import load_supernets
 from natv2.supernet.config import config_for_encoding, encoding_of, parse_supernet_name
 from natv2.supernet.network import OFAv2Supernet
 from natv2.train import make_schedule
+from natv2.untrusted import shown
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,128 @@ def resolve_supernets(
     return nets, req.encoding
 
 
+#: options of ``natv2 search`` that must be the same on ``--resume`` (by SearchRequest field)
+RESUME_FLAGS: dict[str, str] = {
+    "device": "--device",
+    "dataset": "--dataset",
+    "supernet": "--supernet",
+    "encoding": "--encoding",
+    "preset": "--preset",
+    "iterations": "--iterations",
+    "archive_size": "--archive-size",
+    "predictor": "--predictor",
+    "mode": "--mode",
+    "seed": "--seed",
+    "dense_skips": "--dense-skips",
+    "pretrain_schedule": "--pretrain-schedule",
+}
+#: options that may change on ``--resume``: where computation runs and how output is shown
+RESUME_FREE: tuple[str, ...] = ("--accelerator", "--data-dir", "--download", "--json")
+
+
+def resolved_settings(req: SearchRequest) -> SearchSettings:
+    """The preset with the request's overrides (what config.json records as ``settings``)."""
+    settings = settings_with(
+        SearchSettings.preset(req.preset), iterations=req.iterations, archive_size=req.archive_size
+    )
+    if settings.archive_size < 4:
+        raise Natv2Error("--archive-size must be at least 4")
+    return settings
+
+
+def check_searchable(profile: Profile) -> None:
+    """A profile whose latency objective is measured on the device cannot be searched yet."""
+    if "latency" in profile.objectives and not profile.macs_per_second:
+        raise Natv2Error(
+            f"{profile.source}: profile '{profile.name}' has latency as an objective but "
+            "measures it on the device (latency = 'measure', no hardware.macs_per_second), and "
+            "the search cannot optimise a measured latency yet; search with a profile that "
+            "estimates latency (e.g. edge-profile) and check the result with `natv2 validate "
+            f"--device {profile.name}`"
+        )
+
+
+def _comparable_profile(doc: object) -> object:
+    """A profile's JSON without its source path (the same file may be named two ways)."""
+    if not isinstance(doc, dict):
+        return doc
+    return {k: v for k, v in json.loads(json.dumps(doc)).items() if k != "source"}
+
+
+def resume_differences(old: dict, req: SearchRequest, profile: Profile) -> list[str]:
+    """The options of ``req`` that differ from those the run in config.json ``old`` used."""
+    stored = old.get("request") if isinstance(old.get("request"), dict) else {}
+    stored_settings = old.get("settings") if isinstance(old.get("settings"), dict) else {}
+    settings = resolved_settings(req)
+    new = asdict(req)
+    diffs = []
+    for field, flag in RESUME_FLAGS.items():
+        if field == "device":
+            same = _comparable_profile(old.get("profile")) == _comparable_profile(profile.to_dict())
+            if not same:
+                before = stored.get("device")
+                changed = " (the profile's content changed)" if before == req.device else ""
+                diffs.append(f"{flag} was {shown(before)}, now {shown(req.device)}{changed}")
+            continue
+        if field in ("iterations", "archive_size"):
+            before, now = stored_settings.get(field), getattr(settings, field)
+        else:
+            before, now = stored.get(field), new[field]
+        if before != now:
+            diffs.append(f"{flag} was {shown(before)}, now {shown(now)}")
+    return diffs
+
+
+def check_run_dir(
+    out: Path, req: SearchRequest, profile: Profile, resume: bool, check_lock: bool = True
+) -> None:
+    """May this search use ``out``? Checked before any data is loaded or anything trained, and
+    touching nothing: refused are a folder in use by another search, a fresh search into a
+    folder holding a run or other files, and a resume of anything but a natv2 run made with
+    the same options (``RESUME_FLAGS``; ``RESUME_FREE`` may change)."""
+    resolved_settings(req)
+    check_searchable(profile)
+    state = rundir.folder_state(out)
+    where = shown(str(out))
+    if state == "file":
+        raise Natv2Error(f"--out {where} is a file, not a folder; choose another --out")
+    holder = rundir.lock_holder(out) if check_lock and state != "missing" else None
+    if holder is not None:
+        raise Natv2Error(
+            f"{where} is in use by another search ({holder}); wait for it to finish, or "
+            "choose another --out"
+        )
+    if not resume:
+        if state in ("run", "finished"):
+            what = "a finished" if state == "finished" else "an interrupted"
+            raise Natv2Error(
+                f"{where} already holds {what} search; pass --resume to continue it or choose "
+                "another --out"
+            )
+        if state == "foreign":
+            raise Natv2Error(
+                f"{where} exists and is not empty (and not a natv2 run); a search writes only "
+                "into a new or empty folder: choose another --out"
+            )
+        return
+    if state in ("missing", "empty"):
+        raise Natv2Error(
+            f"--resume: {where} holds no search to continue; run without --resume to start one"
+        )
+    if state == "foreign":
+        raise Natv2Error(
+            f"--resume: {where} is not a natv2 run directory (no {rundir.CONFIG}); nothing was "
+            "changed there: give the --out folder of an interrupted `natv2 search`"
+        )
+    diffs = resume_differences(rundir.load_config(out), req, profile)
+    if diffs:
+        raise Natv2Error(
+            f"--resume: {where} was searched with other options: {'; '.join(diffs)}. Resume "
+            f"with the run's options (in {where}/{rundir.CONFIG}; only "
+            f"{', '.join(RESUME_FREE)} may change), or start a new search with another --out"
+        )
+
+
 def run_search(
     req: SearchRequest,
     profile: Profile,
@@ -134,52 +258,41 @@ def run_search(
     log=print,
     on_iteration=None,
 ) -> dict:
-    """The whole job behind ``natv2 search``; returns the summary the CLI prints."""
+    """The whole job behind ``natv2 search``; returns the summary the CLI prints.
+
+    The main process holds ``out``'s lock (``rundir.RunLock``) for the whole search and checks
+    the folder again under it (``check_run_dir``).
+    """
     t0 = time.perf_counter()
-    if out.exists() and any(out.iterdir()) and not resume:
-        if (out / rundir.CONFIG).is_file():
-            raise Natv2Error(
-                f"{out} already holds a search; pass --resume to continue it "
-                "or choose another --out"
-            )
-        raise Natv2Error(f"{out} exists and is not empty; choose another --out")
-    objectives = tuple(profile.objectives)
-    settings = settings_with(
-        SearchSettings.preset(req.preset), iterations=req.iterations, archive_size=req.archive_size
-    )
-    if settings.archive_size < 4:
-        raise Natv2Error("--archive-size must be at least 4")
-    nets, encoding = resolve_supernets(req, profile, data, acc, log)
-    space = search_space(profile, encoding, sorted(nets))
-    job = SearchJob(profile, space, settings, req.predictor, req.mode, req.seed, objectives)
-    config_doc = {
-        "natv2": __version__,
-        "request": asdict(req),
-        "encoding": encoding,
-        "dataset": data.name,
-        "dataset_summary": data.summary(),
-        "device": req.device,
-        "supernet_config": next(iter(nets.values())).config.to_dict(),
-        **job_json(job),
-    }
-    if acc.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume and (out / rundir.CONFIG).is_file():
-            old = rundir.load_config(out)
-            if old.get("request", {}).get("seed") != req.seed or old.get("encoding") != encoding:
-                raise Natv2Error(
-                    f"{out} was made with other options (seed/encoding); "
-                    "resume it with the same ones"
-                )
-        rundir.write_json(out / rundir.CONFIG, config_doc)
-    acc.barrier()
-    search = NATv2Search(job, nets, data, acc, out, log=log)
-    log(
-        f"searching {encoding} on {data.name} for {profile.name} "
-        f"(objectives: {', '.join(objectives)}; {settings.iterations} iterations, archive "
-        f"{settings.archive_size}, predictor {req.predictor}, mode {req.mode})"
-    )
-    result = search.run(resume=resume, on_iteration=on_iteration)
+    lock = rundir.RunLock(out) if acc.is_main else contextlib.nullcontext()
+    with lock:
+        if acc.is_main:
+            check_run_dir(out, req, profile, resume, check_lock=False)
+        settings = resolved_settings(req)
+        objectives = tuple(profile.objectives)
+        nets, encoding = resolve_supernets(req, profile, data, acc, log)
+        space = search_space(profile, encoding, sorted(nets))
+        job = SearchJob(profile, space, settings, req.predictor, req.mode, req.seed, objectives)
+        config_doc = {
+            "natv2": __version__,
+            "request": asdict(req),
+            "encoding": encoding,
+            "dataset": data.name,
+            "dataset_summary": data.summary(),
+            "device": req.device,
+            "supernet_config": next(iter(nets.values())).config.to_dict(),
+            **job_json(job),
+        }
+        if acc.is_main and not resume:
+            rundir.write_json(out / rundir.CONFIG, config_doc)
+        acc.barrier()
+        search = NATv2Search(job, nets, data, acc, out, log=log)
+        log(
+            f"searching {encoding} on {data.name} for {profile.name} "
+            f"(objectives: {', '.join(objectives)}; {settings.iterations} iterations, archive "
+            f"{settings.archive_size}, predictor {req.predictor}, mode {req.mode})"
+        )
+        result = search.run(resume=resume, on_iteration=on_iteration)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["run_dir"] = str(out)
     return result

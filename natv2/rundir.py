@@ -13,6 +13,12 @@ Layout (every file written atomically)::
     search.log           what the terminal showed
     postprocessed/ID/    fine-tuned / AEP models (natv2 postprocess)
     exports/ID/          deployment folders (natv2 export)
+    .natv2.lock          held (flock) by the search writing the folder; names its holder
+
+A run directory belongs to one run: a search takes the lock before it writes anything and a
+second search into the folder exits naming the holder; a fresh search never writes into a
+folder holding anything but natv2's own log and lock, and ``--resume`` refuses a folder that is
+not a natv2 run (see ``natv2.pipeline.check_run_dir`` for the rules).
 
 A subnet record (JSON) is ``{"id", "encoding", "vector", "accuracy", "params", "macs",
 "peak_sram_bytes", "flash_bytes", "latency_ms", "feasible", ...}``; accuracy is a fraction.
@@ -20,15 +26,27 @@ A subnet record (JSON) is ``{"id", "encoding", "vector", "accuracy", "params", "
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
+import os
+import socket
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from natv2.errors import Natv2Error
 from natv2.supernet.materialize import atomic_write_bytes
+from natv2.untrusted import file_errors, path_error, path_kind, read_json, shown
+
+try:  # POSIX; elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 CONFIG = "config.json"
 SUPERNET = "supernet.pt"
@@ -41,6 +59,10 @@ CHECKPOINTS = "checkpoints"
 LOG = "search.log"
 POSTPROCESSED = "postprocessed"
 EXPORTS = "exports"
+LOCK = ".natv2.lock"
+#: what a folder may hold and still count as empty: natv2's own lock, and the log of a search
+#: interrupted before it wrote its configuration
+SCRATCH = frozenset({LOCK, LOG})
 
 
 def write_json(path: Path, doc: Any) -> None:
@@ -85,10 +107,136 @@ def require_run_dir(run_dir: str | Path) -> Path:
 
 def load_config(run_dir: str | Path) -> dict:
     path = require_run_dir(run_dir) / CONFIG
+    doc = read_json(path, "run configuration", "the run directory is damaged")
+    if not isinstance(doc, dict):
+        raise Natv2Error(f"{path}: the run configuration is not a JSON object")
+    return doc
+
+
+def folder_state(run_dir: Path) -> str:
+    """What ``run_dir`` is: "missing", "empty" (nothing but natv2's scratch files), "run"
+    (holds a natv2 config.json), "finished" (a run with its front written), "foreign"
+    (other files) or "file" (not a folder)."""
+    kind = path_kind(run_dir)
+    if kind == "missing":
+        return "missing"
+    if kind != "dir":
+        return "file"
+    with file_errors(run_dir, "read"):
+        names = {p.name for p in run_dir.iterdir()}
+    if (run_dir / CONFIG).is_file():
+        return "finished" if (run_dir / f"{FRONT}.json").is_file() else "run"
+    return "empty" if names <= SCRATCH else "foreign"
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """Who holds the lock of ``run_dir`` (its own description), or None when nobody does;
+    creates nothing."""
+    path = run_dir / LOCK
+    if fcntl is None or path_kind(path) != "file":
+        return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise Natv2Error(f"{path}: unreadable run configuration ({exc})") from None
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return _describe_holder(path)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _describe_holder(path: Path) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        text = ""
+    return shown(text or "another process", 200)
+
+
+class RunLock:
+    """Exclusive ownership of a run directory while a search writes it (``flock``: the kernel
+    releases it when the holder dies, even by SIGKILL, so a lock is never stale).
+
+    Entering creates the folder if needed and raises ``Natv2Error`` naming the holder when
+    another process has it; leaving removes the lock file, and the folder too when this lock
+    created it and nothing else was written there.
+    """
+
+    def __init__(self, run_dir: Path, command: str = "natv2 search") -> None:
+        self.run_dir = Path(run_dir)
+        self.command = command
+        self._fd: int | None = None
+        self._created = False
+
+    def __enter__(self) -> RunLock:
+        if fcntl is None:  # pragma: no cover - Windows
+            return self
+        path = self.run_dir / LOCK
+        self._created = path_kind(self.run_dir) == "missing"
+        with file_errors(self.run_dir, "create the run directory"):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise path_error(path, exc, "create the lock file") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise path_error(path, exc, "lock") from None
+                raise Natv2Error(
+                    f"{shown(str(self.run_dir))} is in use by another search "
+                    f"({_describe_holder(path)}); wait for it to finish, or choose another --out"
+                ) from None
+            # the holder we waited for may have removed the file: lock the file that is there
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        holder = (
+            f"{self.command}, pid {os.getpid()} on {socket.gethostname()}, since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}; argv: {shown(' '.join(sys.argv), 120)}"
+        )
+        os.ftruncate(fd, 0)
+        os.write(fd, (holder + "\n").encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is None:
+            return
+        try:
+            (self.run_dir / LOCK).unlink(missing_ok=True)
+            if self._created:
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()  # only succeeds when nothing else was written
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def trim_jsonl(path: Path, keep: int) -> None:
+    """Keep the first ``keep`` complete lines of a JSON-lines file (atomically): the records an
+    interrupted iteration appended are dropped, so a resumed run never holds them twice."""
+    if path_kind(path) != "file":
+        return
+    with file_errors(path, "read"):
+        lines = path.read_bytes().splitlines(keepends=True)
+    good = [ln for ln in lines if ln.endswith(b"\n")][:keep]
+    if len(good) == len(lines):
+        return
+    atomic_write_bytes(path, b"".join(good))
 
 
 def read_records(run_dir: Path, name: str) -> list[dict]:

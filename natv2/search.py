@@ -450,7 +450,13 @@ class NATv2Search:
     # --- the whole search ------------------------------------------------------------------------
     def run(self, resume: bool = False, on_iteration: Callable[[int], None] | None = None) -> dict:
         s = self.job.settings
-        if resume and self.load_latest():
+        resumed = resume and self.load_latest()
+        if self.acc.is_main:
+            # evaluations.jsonl keeps what the checkpoint counted: the records of an iteration
+            # interrupted after it (or of a pre-processing never checkpointed) are dropped, as
+            # that work is done again now
+            rundir.trim_jsonl(self.run_dir / rundir.EVALUATIONS, self.state.evaluations)
+        if resumed:
             self.log(
                 f"resumed after iteration {self.state.iteration} "
                 f"({len(self.state.archive)} in archive)"

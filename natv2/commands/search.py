@@ -8,7 +8,7 @@ import typer
 
 from natv2.commands.common import dataset_help, emit_json, make_logger
 from natv2.space import ENCODINGS
-from natv2.untrusted import MAX_COUNT, MAX_SEED
+from natv2.untrusted import MAX_COUNT, MAX_SEED, file_errors
 
 
 def search(
@@ -48,7 +48,9 @@ def search(
         None, help="Run directory to write (default: runs/search, or runs/search-N if taken)."
     ),
     resume: bool = typer.Option(
-        False, help="Continue the search in --out from its last iteration."
+        False,
+        help="Continue the search in --out from its last iteration, with the same options "
+        "(only --accelerator, --data-dir, --download and --json may change).",
     ),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
     accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
@@ -65,22 +67,11 @@ def search(
     from natv2.accelerator import resolve_accelerator, shutdown
     from natv2.data import load_dataset
     from natv2.device_profiles import load_profile
-    from natv2.pipeline import SearchRequest, run_search
+    from natv2.pipeline import SearchRequest, check_run_dir, run_search
 
     if out is None:
         out = free_run_dir(Path("runs"), "search")
     profile = load_profile(device)
-    acc = resolve_accelerator(accelerator)
-    log_file = out / rundir.LOG
-    echo = make_logger(as_json, quiet=not acc.is_main)
-
-    def log(message: str) -> None:
-        echo(message)
-        if acc.is_main and log_file.parent.is_dir():
-            with log_file.open("a") as fh:
-                fh.write(message + "\n")
-
-    data = load_dataset(dataset, data_dir=data_dir, download=download)
     req = SearchRequest(
         device=device,
         dataset=dataset,
@@ -95,6 +86,19 @@ def search(
         dense_skips=dense_skips,
         pretrain_schedule=pretrain_schedule,
     )
+    acc = resolve_accelerator(accelerator)
+    if acc.is_main:  # before any data is loaded or anything trained; touches nothing
+        check_run_dir(out, req, profile, resume)
+    log_file = out / rundir.LOG
+    echo = make_logger(as_json, quiet=not acc.is_main)
+
+    def log(message: str) -> None:
+        echo(message)
+        if acc.is_main and log_file.parent.is_dir():
+            with file_errors(log_file, "write"), log_file.open("a") as fh:
+                fh.write(message + "\n")
+
+    data = load_dataset(dataset, data_dir=data_dir, download=download)
     result = run_search(req, profile, data, acc, out, resume=resume, log=log)
     if acc.is_main:
         if as_json:
