@@ -59,6 +59,7 @@ from natv2.export.onnx import (
 from natv2.profiling.counters import onnx_costs
 from natv2.profiling.latency import measure_latency
 from natv2.space import Arch
+from natv2.untrusted import file_errors, path_error, path_kind, shown
 
 __all__ = ["EXPORT_FORMAT", "FLOAT_FILE", "INT8_FILE", "REPORT_FILE", "export_folder", "summary"]
 
@@ -84,10 +85,12 @@ def _sha256(path: Path) -> str:
 
 
 def _check_target(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise Natv2Error(f"--out {out} is a file; give a folder for the export")
-    if out.is_dir():
-        stray = [p.name for p in out.iterdir() if p.name not in _EXPORT_FILES]
+    kind = path_kind(out)
+    if kind not in ("missing", "dir"):
+        raise Natv2Error(f"--out {shown(str(out))} is a file; give a folder for the export")
+    if kind == "dir":
+        with file_errors(out, "read"):
+            stray = [p.name for p in out.iterdir() if p.name not in _EXPORT_FILES]
         if stray:
             raise Natv2Error(
                 f"--out {out} exists and is not an export folder (it holds {', '.join(stray[:3])}"
@@ -424,8 +427,9 @@ def export_folder(
 
     # ---- write: temporary sibling, then rename into place
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    with file_errors(out, "write the export folder"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         (tmp / FLOAT_FILE).write_bytes(model.SerializeToString())
         if int8_model is not None:
@@ -442,13 +446,15 @@ def export_folder(
             report["int8"].update({"file_bytes": q, "float_file_bytes": f, "size_ratio": f / q})
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
         _move_into_place(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         for p in created:  # folders this call made, innermost first
             try:
                 p.rmdir()
             except OSError:
                 break
+        if isinstance(exc, OSError):
+            raise path_error(out, exc, "write the export folder") from None
         raise
     report["out"] = str(out)
     return report

@@ -23,6 +23,7 @@ from natv2.device_profiles import BudgetCheck, Profile, load_profile
 from natv2.errors import Natv2Error
 from natv2.profiling.counters import GraphCosts, image_input, load_onnx, onnx_costs
 from natv2.profiling.latency import LatencyStats, measure_latency, physical_cores
+from natv2.untrusted import MAX_RESOLUTION, read_int
 
 __all__ = ["DatasetLike", "ValidationReport", "top1_accuracy", "validate_onnx"]
 
@@ -247,8 +248,7 @@ def validate_onnx(
     model = load_onnx(path)
     input_shape: Sequence[int] | None = None
     if resolution is not None:
-        if resolution < 1:
-            raise Natv2Error(f"--resolution must be a positive integer, got {resolution}")
+        read_int("--resolution", resolution, 1, MAX_RESOLUTION)
         channels = image_input(model, path).type.tensor_type.shape.dim[1]
         c = channels.dim_value if channels.HasField("dim_value") else 3
         input_shape = (1, c, resolution, resolution)

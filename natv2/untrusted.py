@@ -36,7 +36,7 @@ MAX_COUNT = 10**9  # iterations, images, steps, archive sizes
 MAX_RUNS = 10**6  # timed runs, warm-up runs, folds
 MAX_SAMPLES = 10**5  # subnets drawn at once
 MAX_THREADS = 1024
-MAX_RESOLUTION = 4096  # input side of an image classifier
+MAX_RESOLUTION = 2048  # input side of an image classifier
 #: longest text echoed back in a message
 SHOWN_CHARS = 80
 
