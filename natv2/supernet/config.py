@@ -64,7 +64,8 @@ class SupernetConfig:
             raise Natv2Error(f"width multiplier {self.width} not in {WIDTHS}")
         if not 2 <= self.num_classes <= MAX_CLASSES or not 1 <= self.in_channels <= 4:
             raise Natv2Error(
-                f"a supernet needs 2..{MAX_CLASSES:,} classes and 1..4 input channels, got "
+                f"a supernet needs at least 2 classes (at most {MAX_CLASSES:,}) and 1..4 input "
+                "channels, got "
                 f"{short_int(self.num_classes)} classes and {short_int(self.in_channels)} channels"
             )
         if not 0.0 <= self.dropout < 1.0:
