@@ -27,6 +27,8 @@ from natv2.search import (
     SearchJob,
     SearchSettings,
     job_json,
+    latest_checkpoint,
+    load_search_checkpoint,
     settings_with,
 )
 from natv2.space import SearchSpace
@@ -246,6 +248,9 @@ def check_run_dir(
             f"with the run's options (in {where}/{rundir.CONFIG}; only "
             f"{', '.join(RESUME_FREE)} may change), or start a new search with another --out"
         )
+    latest = latest_checkpoint(out)
+    if latest is not None:
+        load_search_checkpoint(latest)  # a damaged checkpoint is found now, not after the work
 
 
 def run_search(

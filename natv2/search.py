@@ -422,16 +422,11 @@ class NATv2Search:
         rundir.write_jsonl(self.run_dir / rundir.ARCHIVE, self.state.archive)
 
     def load_latest(self) -> bool:
-        folder = self.run_dir / rundir.CHECKPOINTS
-        files = sorted(folder.glob("iter-*.pt")) if folder.is_dir() else []
-        if not files:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
             return False
-        path = files[-1]
-        fix = "delete it to resume from the previous iteration, or start a new run without --resume"
-        doc = load_torch(path, "search checkpoint", fix)
-        if not isinstance(doc, dict) or doc.get("format") != SEARCH_STATE_FORMAT:
-            raise Natv2Error(f"{path}: not a natv2 search checkpoint; {fix}")
-        check_fields(doc, SEARCH_STATE_SCHEMA, str(path), fix)
+        doc = load_search_checkpoint(path)
+        fix = _CHECKPOINT_FIX
         for i, rec in enumerate(doc["archive"]):
             check_fields(rec, ARCHIVE_RECORD_SCHEMA, f"{path}: archive[{i}]", fix)
             self.job.space.check(rec["vector"])
@@ -513,6 +508,27 @@ class NATv2Search:
             "history": self.state.history,
             "evaluations": self.state.evaluations,
         }
+
+
+_CHECKPOINT_FIX = (
+    "delete it to resume from the previous iteration, or start a new run without --resume"
+)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint of the last finished iteration (``--resume`` continues from it)."""
+    folder = run_dir / rundir.CHECKPOINTS
+    files = sorted(folder.glob("iter-*.pt")) if folder.is_dir() else []
+    return files[-1] if files else None
+
+
+def load_search_checkpoint(path: Path) -> dict:
+    """A search checkpoint whose metadata passed ``SEARCH_STATE_SCHEMA`` (checked by
+    ``check_run_dir`` before a resume does any work, and again when the search loads it)."""
+    doc = load_torch(path, "search checkpoint", _CHECKPOINT_FIX)
+    if not isinstance(doc, dict) or doc.get("format") != SEARCH_STATE_FORMAT:
+        raise Natv2Error(f"{path}: not a natv2 search checkpoint; {_CHECKPOINT_FIX}")
+    return check_fields(doc, SEARCH_STATE_SCHEMA, str(path), _CHECKPOINT_FIX)
 
 
 class SubnetProblem(Problem):
