@@ -38,7 +38,7 @@ MAX_SAMPLES = 10**5  # subnets drawn at once
 MAX_THREADS = 1024
 MAX_RESOLUTION = 2048  # input side of an image classifier
 #: longest text echoed back in a message
-SHOWN_CHARS = 80
+SHOWN_CHARS = 300
 
 
 def shown(value: object, limit: int = SHOWN_CHARS) -> str:
