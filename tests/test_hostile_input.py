@@ -1,0 +1,387 @@
+"""Hostile but realistic input (issue 12): every case ends as exit 2 and one clear line.
+
+Each case used to end in a Python traceback, an out-of-memory kill or a misleading message.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from natv2.supernet.checkpoint import SUPERNET_FORMAT, save_supernets
+from natv2.supernet.config import SupernetConfig
+from natv2.supernet.network import OFAv2Supernet
+
+HUGE = "99999999999999999999999"
+GOOD = "4,0,4," + ",".join(["9"] * 20)  # exits+parallel: R W X + 20 levels
+HUGE_GENE = f"4,0,4,{HUGE}," + ",".join(["9"] * 19)
+
+
+def one_clear_line(res, *needles: str) -> None:
+    """Exit 2, exactly one 'error:' line on stderr, no traceback, every needle in it."""
+    lines = res.err.strip().splitlines()
+    assert res.code == 2, (res.code, res.err[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.err[-2000:]
+    assert "Traceback" not in res.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """An untrained tiny supernet checkpoint (valid format; weights do not matter here)."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_supernets(path, {1.0: OFAv2Supernet(SupernetConfig())})
+    return path
+
+
+def _profile(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\ndescription = "test"\n[hardware]\ndtype = "int8"\n'
+        f"macs_per_second = 1e8\n{body}"
+    )
+    return path
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize("verb", ["decode", "cost"])
+def test_a_gene_too_large_for_int64_is_out_of_range(cli, verb):
+    one_clear_line(cli("space", verb, HUGE_GENE), "position 4", "allowed range is")
+
+
+def test_a_gene_too_large_for_int64_in_export_arch(cli, ckpt, tmp_path):
+    res = cli("export", "--supernet", ckpt, "--arch", HUGE_GENE, "--out", tmp_path / "e")
+    one_clear_line(res, "position 4", "allowed range is")
+    assert not (tmp_path / "e").exists()
+
+
+def test_absurd_class_counts_are_refused(cli):
+    res = cli("space", "cost", GOOD, "--classes", "99999999999999999999")
+    one_clear_line(res, "at most 100,000", "classes")
+    one_clear_line(cli("space", "cost", GOOD, "--classes", "1"), "at least 2 classes")
+
+
+def test_a_huge_integer_budget_in_a_profile(cli, tmp_path):
+    path = _profile(tmp_path, "huge", f"[budgets]\nmax_params = {HUGE}\n")
+    one_clear_line(cli("profiles", "show", path), "budgets.max_params", "out of range")
+    one_clear_line(cli("space", "cost", GOOD, "--device", path), "budgets.max_params")
+    res = cli("search", "--device", path, "--dataset", "digits", "--out", tmp_path / "run")
+    one_clear_line(res, "budgets.max_params")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option", ["--seed", "-n"])
+def test_seeds_and_counts_out_of_range(cli, option):
+    for value in ("-5", HUGE):
+        one_clear_line(cli("space", "sample", option, value), option)
+
+
+# --------------------------------------------------------------------------- names and files
+
+
+def test_a_deeply_nested_toml_profile(cli, tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text("name = " + "[" * 5000 + "]" * 5000 + "\n")
+    one_clear_line(cli("profiles", "show", path), "deep.toml", "nested too deeply")
+
+
+def test_a_profile_name_longer_than_the_file_system_allows(cli):
+    one_clear_line(cli("profiles", "show", "a" * 300), "longer than the file system allows")
+
+
+def test_a_directory_as_a_profile_or_checkpoint_is_said_to_be_one(cli, tmp_path):
+    one_clear_line(cli("profiles", "show", tmp_path), "is a directory")
+    res = cli("import-ofa", tmp_path, "--width", "1.0", "--out", tmp_path / "x.pt")
+    one_clear_line(res, "is a directory")
+
+
+def test_control_characters_never_reach_the_terminal(cli, tmp_path):
+    res = cli("profiles", "show", "evil\x1b[31mname\x07")
+    one_clear_line(res, "\\x1b[31m")
+    assert "\x1b" not in res.err and "\x07" not in res.err
+    path = _profile(tmp_path, "x", "")
+    path.write_text(path.read_text().replace('name = "x"', 'name = "red\\u001b[31m"'))
+    res = cli("profiles", "show", path)
+    one_clear_line(res, "printable")
+    assert "\x1b" not in res.err
+
+
+def test_usage_errors_are_one_line(cli):
+    one_clear_line(cli("space", "sample", "--bogus"), "--bogus")
+    one_clear_line(cli("space", "sample", "-n", "many"), "-n")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _bad_checkpoints(tmp_path: Path) -> dict[str, Path]:
+    docs = {
+        "config-a-string": {
+            "format": SUPERNET_FORMAT,
+            "supernets": [{"config": "abc", "state_dict": {}}],
+        },
+        "config-field-types": {
+            "format": SUPERNET_FORMAT,
+            "supernets": [{"config": {"num_classes": "10"}, "state_dict": {}}],
+        },
+        "metadata-an-int": 5,
+        "supernets-an-int": {"format": SUPERNET_FORMAT, "supernets": 5, "meta": 3},
+        "entry-an-int": {"format": SUPERNET_FORMAT, "supernets": [7]},
+    }
+    paths = {}
+    for name, doc in docs.items():
+        paths[name] = tmp_path / f"{name}.pt"
+        torch.save(doc, paths[name])
+    return paths
+
+
+@pytest.mark.parametrize(
+    "name", ["config-a-string", "config-field-types", "metadata-an-int", "supernets-an-int"]
+)
+def test_checkpoint_metadata_of_the_wrong_type(cli, tmp_path, name):
+    path = _bad_checkpoints(tmp_path)[name]
+    out = tmp_path / "e"
+    one_clear_line(cli("export", "--supernet", path, "--arch", GOOD, "--out", out), path.name)
+    args = ["search", "--supernet", path, "--dataset", "digits", "--preset", "smoke"]
+    one_clear_line(cli(*args, "--out", tmp_path / "run", "--accelerator", "cpu"), path.name)
+    assert not out.exists() and not (tmp_path / "run").exists()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_code_carrying_checkpoint_never_suggests_disabling_the_safety(cli, tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": SUPERNET_FORMAT, "x": _Payload()}, path)
+    res = cli("export", "--supernet", path, "--arch", GOOD, "--out", tmp_path / "e")
+    one_clear_line(res, "evil.pt", "pickled Python object")
+    assert "weights_only=False" not in res.err and "weights_only" not in res.err
+
+
+def test_nan_weights_are_named_at_load_not_as_a_parity_failure(cli, tmp_path):
+    net = OFAv2Supernet(SupernetConfig())
+    with torch.no_grad():
+        next(iter(net.parameters())).fill_(float("nan"))
+    path = tmp_path / "nan.pt"
+    save_supernets(path, {1.0: net})
+    res = cli("export", "--supernet", path, "--arch", GOOD, "--out", tmp_path / "e")
+    one_clear_line(res, "nan.pt", "NaN or infinite")
+    assert "parity" not in res.err
+
+
+def test_a_training_checkpoint_without_config(cli, tmp_path):
+    out = tmp_path / "sn.pt"
+    crafted = out.with_name(f"{out.name}.w1.0.train.pt")
+    torch.save({"format": "natv2-train/1", "schedule": "test"}, crafted)
+    before = crafted.read_bytes()
+    res = cli(
+        "train-supernet",
+        "--supernet",
+        "tiny-w1.0",
+        "--dataset",
+        "digits",
+        "--schedule",
+        "test",
+        "--out",
+        out,
+        "--resume",
+        "--accelerator",
+        "cpu",
+    )
+    one_clear_line(res, crafted.name, "'config'")
+    assert crafted.read_bytes() == before and not out.exists()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _npz(tmp_path: Path, name: str, **arrays) -> Path:
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_crafted_npz_files(cli, tmp_path):
+    x = np.zeros((10, 8, 8), np.uint8)
+    npy = tmp_path / "arr.npz"
+    np.save(tmp_path / "arr.npy", x)
+    os.replace(tmp_path / "arr.npy", npy)
+    rand = tmp_path / "rand.npz"
+    rand.write_bytes(np.random.default_rng(0).bytes(1000))
+    cases = [
+        (npy, "single .npy array"),
+        (rand, "cannot read"),
+        (_npz(tmp_path, "one", x=x, y=np.zeros(10, int)), "at least 2"),
+        (_npz(tmp_path, "gap", x=x, y=np.arange(10) * 2), "no images of class"),
+        (_npz(tmp_path, "obj", x=x, y=np.array([object()] * 10)), "Python objects"),
+    ]
+    for path, needle in cases:
+        res = cli("search", "--dataset", f"npz:{path}", "--out", tmp_path / "run")
+        one_clear_line(res, path.name, needle)
+        assert "allow_pickle" not in res.err
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_label_of_a_billion_exits_2_quickly_under_a_memory_limit(tmp_path):
+    """One label of 10**9 made the loader build a billion class names (23.6 GB, OOM-killed).
+    Here the process may grow by 300 MB at most, and must still exit 2 with one line."""
+    labels = np.arange(20) % 4
+    labels[3] = 10**9
+    path = _npz(tmp_path, "billion", x=np.zeros((20, 8, 8), np.uint8), y=labels)
+    script = textwrap.dedent(
+        f"""
+        import resource, sys
+        import natv2.cli, natv2.data, natv2.pipeline, natv2.search  # imports before the limit
+        size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        limit = size + 300 * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        natv2.cli.main(["search", "--dataset", "npz:{path}", "--out", "{tmp_path / "run"}",
+                        "--accelerator", "cpu"])
+        """
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1 and "10**9" not in lines[0] and "billion.npz" in lines[0], lines
+    assert "labels are class indices" in lines[0]
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height pixels but holds almost no data (the 400-megapixel
+    image of the issue, without writing 400 megapixels)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def dynamic_onnx(tmp_path_factory) -> Path:
+    """A tiny classifier with dynamic height and width."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
+    path = tmp_path_factory.mktemp("onnx") / "dyn.onnx"
+    torch.onnx.export(
+        model.eval(),
+        (torch.zeros(1, 3, 16, 16),),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "b", 2: "h", 3: "w"}, "logits": {0: "b"}},
+        dynamo=False,
+    )
+    return path
+
+
+def test_a_400_megapixel_png_in_an_image_folder(cli, tmp_path, dynamic_onnx):
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(4):
+            (tmp_path / "data" / cls / f"{i}.png").write_bytes(_png_header(20000, 20000))
+    res = cli(
+        "validate",
+        dynamic_onnx,
+        "--device",
+        "gpu-profile",
+        "--resolution",
+        "16",
+        "--dataset",
+        f"imagefolder:{tmp_path / 'data'}",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+    )
+    one_clear_line(res, ".png", "too large")
+
+
+def test_validate_with_an_absurd_resolution(cli, dynamic_onnx):
+    for value in ("100000", "0", HUGE):
+        res = cli("validate", dynamic_onnx, "--device", "gpu-profile", "--resolution", value)
+        one_clear_line(res, "--resolution")
+
+
+def test_validate_library_bounds_the_resolution(dynamic_onnx):
+    from natv2.errors import Natv2Error
+    from natv2.export.validate import validate_onnx
+
+    with pytest.raises(Natv2Error, match="out of range"):
+        validate_onnx(dynamic_onnx, "gpu-profile", resolution=10**6, runs=1, warmup=0)
+
+
+# --------------------------------------------------------------------------- search and file system
+
+
+def test_search_on_a_profile_that_measures_latency(cli, tmp_path):
+    res = cli("search", "--device", "host-cpu-profile", "--dataset", "digits", "--out", tmp_path)
+    one_clear_line(res, "host-cpu-profile", "measured latency")
+
+
+def test_out_that_is_a_regular_file(cli, ckpt, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("mine")
+    one_clear_line(cli("search", "--dataset", "digits", "--out", target), "is a file")
+    res = cli("export", "--supernet", ckpt, "--arch", GOOD, "--out", target)
+    one_clear_line(res, "is a file")
+    assert target.read_text() == "mine"
+
+
+def _deny_mkdir(monkeypatch, code: int) -> None:
+    real = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if "locked" in self.parts:
+            raise OSError(code, os.strerror(code), str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+
+
+@pytest.mark.parametrize(("code", "reason"), [(errno.EROFS, "read-only"), (errno.EACCES, "perm")])
+def test_out_in_a_folder_that_cannot_be_written(cli, ckpt, tmp_path, monkeypatch, code, reason):
+    _deny_mkdir(monkeypatch, code)
+    out = tmp_path / "locked" / "run"
+    args = ["search", "--supernet", ckpt, "--dataset", "digits", "--accelerator", "cpu"]
+    one_clear_line(cli(*args, "--out", out), str(out), reason)
+    res = cli("export", "--supernet", ckpt, "--arch", GOOD, "--out", out)
+    one_clear_line(res, str(out), reason)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores modes")
+def test_out_in_a_read_only_folder(cli, ckpt, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        res = cli("search", "--supernet", ckpt, "--dataset", "digits", "--out", folder / "run")
+        one_clear_line(res, "permission denied")
+    finally:
+        folder.chmod(0o700)
