@@ -52,6 +52,8 @@ import contextlib
 import math
 import sys
 import warnings
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -887,7 +889,7 @@ def _npz_header(path: Path, f, key: str) -> tuple[tuple[int, ...], np.dtype]:
                 else np.lib.format.read_array_header_2_0
             )
             shape, _fortran, dtype = read(fh)
-    except (KeyError, ValueError, OSError, EOFError) as e:
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise Natv2Error(
             f"npz {path}: member '{shown(key)}' is not a NumPy array ({shown(e, 100)}); "
             "expected arrays written with np.savez(path, x=..., y=...)"
@@ -961,7 +963,7 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of an npz file, after every header passed the bounds above."""
     try:
         f = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         kind = "it holds pickled data" if "pickle" in str(e) else shown(e, 100)
         raise Natv2Error(
             f"npz: cannot read {path} ({kind}); expected a NumPy .npz archive written with "
@@ -987,7 +989,7 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
                     _check_npz_labels(path, yk, *headers[yk], headers[xk][0][0])
         try:
             return {k: f[k] for k in f.files}
-        except (OSError, ValueError, EOFError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise Natv2Error(f"npz: cannot read {path} ({shown(e, 100)}); write it again") from None
         except MemoryError:
             raise Natv2Error(
