@@ -185,12 +185,14 @@ _KIND_WORDS = {
     dict: "a mapping",
     list: "a list",
     tuple: "a list",
+    type(None): "null",
 }
 
 
 def check_fields(doc: object, schema: Mapping[str, Field], source: str, fix: str) -> dict:
     """``doc`` if it is a mapping whose keys in ``schema`` have the declared types and ranges
-    (unknown keys are kept: formats grow); else ``Natv2Error`` naming the key and the ``fix``."""
+    (unknown keys are kept: formats grow); else ``Natv2Error`` naming the key and the ``fix``.
+    A bool is never an integer or a number; an int is accepted where a float is."""
     if not isinstance(doc, dict):
         raise Natv2Error(f"{source}: expected a mapping, got {type(doc).__name__}; {fix}")
     for key, spec in schema.items():
