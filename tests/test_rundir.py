@@ -232,6 +232,17 @@ def test_a_second_search_into_a_locked_run_exits_2_naming_the_holder(
     assert snapshot(interrupted) == before
 
 
+def test_a_lock_file_left_by_a_killed_search_does_not_block(tmp_path):
+    """SIGKILL leaves the lock file but the kernel drops the flock: the folder is free."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rundir.LOCK).write_text("natv2 search, pid 999999 (killed)\n")
+    assert rundir.lock_holder(run) is None
+    with rundir.RunLock(run):
+        assert rundir.lock_holder(run) is not None
+    assert rundir.lock_holder(run) is None and not (run / rundir.LOCK).exists()
+
+
 def test_a_finished_run_leaves_no_lock(uninterrupted):
     assert not (uninterrupted / rundir.LOCK).exists()
 
