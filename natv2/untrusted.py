@@ -251,6 +251,8 @@ def torch_load_failure(exc: BaseException) -> str:
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found:
         return f"it holds a pickled Python object ({found.group(1)}), not only tensors"
+    if "Unsupported operand" in text or "invalid load key" in text or "central directory" in text:
+        return "it is not a torch file (damaged, truncated or another format)"
     if "Weights only load failed" in text or "weights_only" in text:
         return "it holds pickled Python objects, not only tensors"
     if "Unsupported operand" in text or "invalid load key" in text:
