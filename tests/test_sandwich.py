@@ -307,5 +307,5 @@ def test_pretrain_in_two_local_processes_equals_one_process(digits, tmp_path):
         assert torch.allclose(p, q, atol=1e-5), name
     bad = tmp_path / "bad.pt"
     training_checkpoint(bad, 1.0).write_bytes(b"not a checkpoint")
-    with pytest.raises(Natv2Error, match="cannot read the training checkpoint"):
+    with pytest.raises(Natv2Error, match="not a readable training checkpoint"):
         pretrain(cfg, digits, acc, bad, resume=True, show_progress=False, processes=2)

@@ -125,7 +125,7 @@ def test_corrupt_training_checkpoint_is_a_clear_error(digits, tmp_path):
         small_schedule("baseline"),
         show_progress=False,
     )
-    with pytest.raises(Natv2Error, match="cannot read the training checkpoint"):
+    with pytest.raises(Natv2Error, match="not a readable training checkpoint"):
         trainer.load(bad)
 
 
