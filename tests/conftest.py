@@ -19,6 +19,25 @@ def pytest_configure(config):
     torch.set_flush_denormal(True)
 
 
+@pytest.fixture(scope="session")
+def digits():
+    from natv2.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def supernet_ckpt(tmp_path_factory, digits):
+    """A tiny exits+parallel supernet pretrained with the (seconds-long) test schedule."""
+    from natv2.accelerator import resolve_accelerator
+    from natv2.pretrain import PretrainConfig, pretrain
+
+    out = tmp_path_factory.mktemp("supernet") / "tiny.pt"
+    cfg = PretrainConfig("tiny-w1.0", "exits+parallel", "test", seed=0, calibration_images=64)
+    pretrain(cfg, digits, resolve_accelerator("cpu"), out, show_progress=False, log=lambda m: None)
+    return out
+
+
 @dataclass
 class CliResult:
     code: int

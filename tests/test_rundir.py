@@ -15,26 +15,11 @@ import torch
 
 from natv2 import rundir
 from natv2.accelerator import resolve_accelerator
-from natv2.data import load_dataset
 from natv2.device_profiles import load_profile
 from natv2.pipeline import SearchRequest, run_search
-from natv2.pretrain import PretrainConfig, pretrain
 from natv2.search import NATv2Search
 
 INTERRUPTED = "interrupted: rerun with --resume to continue"
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def supernet_ckpt(tmp_path_factory, digits):
-    out = tmp_path_factory.mktemp("supernet") / "tiny.pt"
-    cfg = PretrainConfig("tiny-w1.0", "exits+parallel", "test", seed=0, calibration_images=64)
-    pretrain(cfg, digits, resolve_accelerator("cpu"), out, show_progress=False, log=lambda m: None)
-    return out
 
 
 def _request(ckpt: Path) -> SearchRequest:

@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from natv2.accelerator import resolve_accelerator
-from natv2.data import load_dataset
 from natv2.device_profiles import load_profile
 from natv2.pipeline import SearchRequest, run_search
-from natv2.pretrain import PretrainConfig, pretrain
 from natv2.profiling.counters import fvcore_macs
 from natv2.space import SearchSpace
 from natv2.supernet import materialize
@@ -30,20 +28,6 @@ RUN_FILES = [
     "checkpoints/iter-000.pt",
     "checkpoints/iter-001.pt",
 ]
-
-
-@pytest.fixture(scope="session")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="session")
-def supernet_ckpt(tmp_path_factory, digits):
-    """A tiny exits+parallel supernet pretrained with the (seconds-long) test schedule."""
-    out = tmp_path_factory.mktemp("supernet") / "tiny.pt"
-    cfg = PretrainConfig("tiny-w1.0", "exits+parallel", "test", seed=0, calibration_images=64)
-    pretrain(cfg, digits, resolve_accelerator("cpu"), out, show_progress=False, log=lambda m: None)
-    return out
 
 
 @pytest.fixture(scope="session")
