@@ -251,14 +251,14 @@ def torch_load_failure(exc: BaseException) -> str:
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found:
         return f"it holds a pickled Python object ({found.group(1)}), not only tensors"
-    if "Unsupported operand" in text or "invalid load key" in text or "central directory" in text:
-        return "it is not a torch file (damaged, truncated or another format)"
+    # Damage is named before the weights_only wording: torch wraps every unpickling failure,
+    # including a garbled stream, in its "Weights only load failed" advice.
+    if "central directory" in text or "PytorchStreamReader" in text or "zip archive" in text:
+        return "it is a truncated or corrupt torch archive"
+    if "Unsupported operand" in text or "invalid load key" in text:
+        return "it is not a torch file (damaged or another format)"
     if "Weights only load failed" in text or "weights_only" in text:
         return "it holds pickled Python objects, not only tensors"
-    if "Unsupported operand" in text or "invalid load key" in text:
-        return "not a torch file"
-    if "PytorchStreamReader" in text or "zip archive" in text:
-        return "truncated or corrupt torch archive"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     first = shown(lines[0], 120) if lines else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
