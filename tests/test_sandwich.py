@@ -285,8 +285,10 @@ def test_importing_torch_first_is_detected_and_reported():
 def test_pretrain_in_two_local_processes_equals_one_process(digits, tmp_path):
     """natv2.launch: the CPU default of two gloo processes of one thread gives the weights of a
     single one-thread process, and an error inside a worker comes back as the same one-line
-    Natv2Error. (With two threads the single process sums in another order; after two steps at
-    lr 0.1 from random weights that moves them by more than the tolerance.)"""
+    Natv2Error. The tolerance is measured: two steps at lr 0.1 from random weights move the
+    earliest layers by up to 7e-3 when only the summation order changes (one process with two
+    threads), and by 4.6e-5 between one and two processes (micro-batch gradients summed as
+    (a + b) / 2 by gloo, a / 2 + b / 2 in one process; the rounding differs by CPU)."""
     from natv2.errors import Natv2Error
     from natv2.pretrain import PretrainConfig, pretrain, training_checkpoint
     from natv2.supernet.checkpoint import load_supernets
@@ -304,7 +306,7 @@ def test_pretrain_in_two_local_processes_equals_one_process(digits, tmp_path):
     assert r1["widths"]["1.0"]["steps"] == r2["widths"]["1.0"]["steps"] == 2
     a, b = load_supernets(one)[0][1.0], load_supernets(two)[0][1.0]
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
-        assert torch.allclose(p, q, atol=1e-5), name
+        assert torch.allclose(p, q, atol=5e-4), name
     bad = tmp_path / "bad.pt"
     training_checkpoint(bad, 1.0).write_bytes(b"not a checkpoint")
     with pytest.raises(Natv2Error, match="not a readable training checkpoint"):
