@@ -17,6 +17,7 @@ import torch
 from natv2.accelerator import resolve_accelerator
 from natv2.data import load_dataset
 from natv2.distill import inplace_distillation_target, teacher_probs
+from natv2.errors import Natv2Error
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet, config_for_encoding
 from natv2.train import (
@@ -57,7 +58,9 @@ def test_scratch_is_one_sandwich_phase_with_a_from_scratch_optimizer():
     sched = make_schedule("scratch", SearchSpace(ENCODING))
     assert [p.step for p in sched.phases] == ["sandwich"]
     phase = sched.phases[0]
-    assert phase.subnets_per_batch == 4 and phase.lr >= 0.05  # not the adaptation rate 2.5e-3
+    assert phase.subnets_per_batch == 4
+    # AdamW at 4x the adaptation rate 2.5e-3; its decay (decoupled) is AdamW's scale, not SGD's
+    assert sched.optimizer == "adamw" and phase.lr >= 1e-2 and sched.weight_decay >= 1e-3
     assert 0 < phase.warmup_steps < phase.epochs * sched.steps_per_epoch
     assert sched.label_smoothing > 0 and sched.grad_clip_value is not None
     assert not sched.decay_norm_and_bias
@@ -138,9 +141,10 @@ def test_inplace_distillation_target_is_detached(digits):
     assert moved > 10
 
 
-def test_resume_mid_schedule_gives_the_weights_of_an_uninterrupted_run(digits, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_mid_schedule_gives_the_weights_of_an_uninterrupted_run(digits, tmp_path, optimizer):
     acc = resolve_accelerator("cpu")
-    sched = tiny_sandwich(epochs=3, steps=2)
+    sched = tiny_sandwich(epochs=3, steps=2, optimizer=optimizer)
     full = SupernetTrainer(net_for(seed=1), digits, acc, sched, 4, show_progress=False)
     full.run(checkpoint=tmp_path / "full.pt")
 
@@ -162,6 +166,32 @@ def test_resume_mid_schedule_gives_the_weights_of_an_uninterrupted_run(digits, t
         full.net.state_dict().items(), resumed.net.state_dict().values(), strict=True
     ):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_the_trainer_builds_the_schedules_optimizer_without_decay_on_norms_and_biases(digits):
+    acc = resolve_accelerator("cpu")
+    sched = make_schedule("scratch", small_space())
+    trainer = SupernetTrainer(net_for(), digits, acc, sched, 0, show_progress=False)
+    opt = trainer.optimizer
+    assert isinstance(opt, torch.optim.AdamW)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == sched.weight_decay and plain["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in plain["params"])
+    sgd = SupernetTrainer(net_for(), digits, acc, tiny_sandwich(), 0, show_progress=False)
+    assert isinstance(sgd.optimizer, torch.optim.SGD) and sgd.optimizer.defaults["nesterov"]
+    with pytest.raises(Natv2Error, match="unknown optimizer 'lamb'; choose one of sgd, adamw"):
+        tiny_sandwich(optimizer="lamb")
+
+
+def test_a_checkpoint_of_another_recipe_of_the_schedule_is_refused(digits, tmp_path):
+    acc = resolve_accelerator("cpu")
+    ckpt = tmp_path / "sgd.pt"
+    SupernetTrainer(net_for(), digits, acc, tiny_sandwich(), 0, show_progress=False).save(ckpt)
+    other = SupernetTrainer(
+        net_for(), digits, acc, tiny_sandwich(optimizer="adamw"), 0, show_progress=False
+    )
+    with pytest.raises(Natv2Error, match="another recipe of schedule scratch-test"):
+        other.load(ckpt)
 
 
 def test_short_splits_are_passed_over_again_to_fill_an_epoch(digits):
