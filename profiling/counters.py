@@ -26,8 +26,9 @@ biases, so an untrained network exported with ``dynamo=True`` can show fewer par
 **BatchNorm folding** -- an exported eval-mode network has each BatchNorm folded into the
 convolution before it: the conv keeps its weight and gains a bias (if it had none), the BN's
 weight and bias disappear. So ``params(ONNX) = params(module) - sum(C over BNs folded into a
-bias-free conv)``. ``params_after_bn_folding`` applies this rule to a module: a BatchNorm module
-that comes right after a convolution (consecutive leaf modules, matching channels) is folded.
+bias-free conv)``. ``params_after_bn_folding`` applies the exporter's rule to a module's data
+flow (``torch.fx``): a BatchNorm folds into the convolution whose output only it reads, and again
+after a fold (Conv -> BN -> BN folds both).
 
 **Flash bytes** at a dtype -- float32 (float16): 4 (2) bytes per weight and bias element of
 each conv / linear / matmul after BN folding. int8: 1 byte per weight element + 4 bytes (int32)
@@ -229,20 +230,59 @@ def module_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _leaf_layers(module: nn.Module) -> list[tuple[nn.Module, nn.Module | None]]:
-    """(conv/linear layer, the BatchNorm folded into it or None), in module order."""
+def _leaf_layers(module: nn.Module) -> list[tuple[nn.Module, list[nn.Module]]]:
+    """(conv/linear layer, the BatchNorms folded into it), in module order.
+
+    The exporter's rule, on the module's data flow (``torch.fx``): a BatchNorm folds into the
+    Conv whose output it reads when nothing else reads that output, and again into the same
+    Conv after a fold (Conv -> BN -> BN, as an IRB alone followed by a transformation branch
+    alone). A module that fx cannot trace falls back to module order: a BatchNorm right after
+    a conv among the leaf modules, with matching channels.
+    """
+    convs = [m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
+    folds = _folds_by_data_flow(module)
+    if folds is None:
+        folds = _folds_by_module_order(module)
+    return [(conv, folds.get(id(conv), [])) for conv in convs]
+
+
+def _folds_by_data_flow(module: nn.Module) -> dict[int, list[nn.Module]] | None:
+    """id(conv) -> the BatchNorms the exporter folds into it, or None when fx cannot trace."""
+    from torch import fx
+
+    try:
+        graph = fx.symbolic_trace(module).graph
+    except Exception:  # data-dependent control flow, unsupported ops: use module order
+        return None
+    modules = dict(module.named_modules())
+    root: dict[fx.Node, nn.Module] = {}  # node -> the conv its output is (after folds)
+    folds: dict[int, list[nn.Module]] = {}
+    for node in graph.nodes:
+        if node.op != "call_module":
+            continue
+        layer = modules[node.target]
+        if isinstance(layer, nn.modules.conv._ConvNd):
+            root[node] = layer
+        elif isinstance(layer, nn.modules.batchnorm._BatchNorm) and node.args:
+            src = node.args[0]
+            conv = root.get(src) if isinstance(src, fx.Node) else None
+            if conv is not None and len(src.users) == 1 and layer.num_features == conv.out_channels:
+                folds.setdefault(id(conv), []).append(layer)
+                root[node] = conv
+    return folds
+
+
+def _folds_by_module_order(module: nn.Module) -> dict[int, list[nn.Module]]:
     leaves = [m for m in module.modules() if next(m.children(), None) is None]
-    pairs: list[tuple[nn.Module, nn.Module | None]] = []
-    for i, leaf in enumerate(leaves):
-        if isinstance(leaf, nn.modules.conv._ConvNd | nn.Linear):
-            nxt = leaves[i + 1] if i + 1 < len(leaves) else None
-            folded = (
-                isinstance(leaf, nn.modules.conv._ConvNd)
-                and isinstance(nxt, nn.modules.batchnorm._BatchNorm)
-                and nxt.num_features == leaf.out_channels
-            )
-            pairs.append((leaf, nxt if folded else None))
-    return pairs
+    folds: dict[int, list[nn.Module]] = {}
+    for leaf, nxt in zip(leaves, [*leaves[1:], None], strict=True):
+        if (
+            isinstance(leaf, nn.modules.conv._ConvNd)
+            and isinstance(nxt, nn.modules.batchnorm._BatchNorm)
+            and nxt.num_features == leaf.out_channels
+        ):
+            folds[id(leaf)] = [nxt]
+    return folds
 
 
 def _layer_parts(module: nn.Module) -> tuple[list[tuple[int, int, int]], int]:
@@ -250,12 +290,12 @@ def _layer_parts(module: nn.Module) -> tuple[list[tuple[int, int, int]], int]:
     elements of every other parameter (unfolded BatchNorm, norms, ...)."""
     layers = []
     seen: set[int] = set()
-    for layer, bn in _leaf_layers(module):
+    for layer, bns in _leaf_layers(module):
         out_ch = layer.out_channels if hasattr(layer, "out_channels") else layer.out_features
-        has_bias = layer.bias is not None or bn is not None
+        has_bias = layer.bias is not None or bool(bns)
         layers.append((layer.weight.numel(), out_ch if has_bias else 0, out_ch))
         seen.update(id(p) for p in layer.parameters())
-        if bn is not None:
+        for bn in bns:
             seen.update(id(p) for p in bn.parameters())
     other = sum(p.numel() for p in module.parameters() if id(p) not in seen)
     return layers, other
