@@ -101,6 +101,38 @@ def test_every_returned_subnet_fits_the_profile_counted_with_fvcore(search_run, 
         assert checks and all(c.passed for c in checks), rec["id"]
 
 
+def test_every_returned_subnet_exports_validates_and_runs(cli, search_run, tight_profile, digits):
+    """The user's path on the user's own output: each subnet of the front and of the
+    high-trade-off set exports (the export checks counts and parity itself), validates against
+    the profile with the same figures, and its ONNX file classifies real images."""
+    import numpy as np
+
+    from natv2.export.onnx import ort_session, run_session
+
+    records = json.loads((search_run / "front.json").read_text())
+    records += json.loads((search_run / "high_tradeoff.json").read_text())
+    x = torch.stack([digits.test[i][0] for i in range(8)])
+    for rec in {r["id"]: r for r in records}.values():
+        res = cli("export", search_run, "--subnet", rec["id"], "--runs", "0", "--limit", "64")
+        assert res.code == 0, (rec["id"], res.err)
+        folder = search_run / "exports" / rec["id"]
+        report = json.loads((folder / "report.json").read_text())
+        assert report["params"]["graph"] == report["params"]["folded"], rec["id"]
+        assert report["params"]["cost_model"] == report["params"]["module"] == rec["params"]
+        assert len(set(report["macs"].values())) == 1 and report["macs"]["fvcore"] == rec["macs"]
+        for key in ("flash_bytes", "peak_sram_bytes"):
+            assert len(set(report["memory"][key].values())) == 1, (rec["id"], key)
+        assert report["verdict"]["passed"], rec["id"]
+        deployed = folder / report["verdict"]["deployed_file"]
+        res = cli("validate", deployed, "--device", tight_profile, "--runs", "1", "--json")
+        assert res.code == 0, (rec["id"], res.err)
+        assert res.json()["macs"] == rec["macs"]
+        session = ort_session(str(folder / "model.onnx"), threads=1)
+        batch = digits.prepare_batch(x, report["resolution"], train=False)
+        logits = run_session(session, batch)
+        assert logits.shape == (8, digits.num_classes) and np.isfinite(logits).all()
+
+
 def test_nat_mode_runs(cli, supernet_ckpt, tmp_path):
     res = cli(
         "search",
