@@ -24,9 +24,8 @@ Definitions (shared with ``natv2.profiling.counters``):
   folded away too when its input is a bare Conv + BN: that is level 2 of a stage whose level 1 is
   an IRB alone without residual (its output is the project conv + BN, no activation, no add),
   and level 1's output feeds nothing else (no dense skips, or a stage of depth 2). That BN costs
-  no flash (the conv keeps its one bias per channel). ``flash_bytes_of_module`` in
-  ``counters`` works on module order, not data flow, and still counts it (8 bytes per channel):
-  the deployed graph, which the cost model follows, does not.
+  no flash (the conv keeps its one bias per channel). ``counters.params_after_bn_folding`` and
+  ``flash_bytes_of_module`` apply the same rule to a module's data flow.
 * **peak activation memory**: nodes run in the module's forward order (the order of the
   exported graph); a tensor is alive from the node that makes it to its last consumer;
   activations, BatchNorm, flatten and dropout run in place; the network input counts. Peak =
