@@ -96,10 +96,16 @@ def _plain(obj: Any) -> Any:
 
 
 def require_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` if it holds a run's configuration; else one line saying what is there
+    instead (nothing, a file, a folder without config.json, a path that cannot be read)."""
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).is_file():
+    kind = path_kind(run_dir)
+    found = "no such folder" if kind == "missing" else "a file" if kind != "dir" else None
+    if found is None and path_kind(run_dir / CONFIG) != "file":
+        found = f"no {CONFIG}"
+    if found is not None:
         raise Natv2Error(
-            f"{run_dir} is not a natv2 run directory (no {CONFIG}); "
+            f"{shown(str(run_dir))} is not a natv2 run directory ({found}); "
             "give the --out folder of a `natv2 search` run"
         )
     return run_dir

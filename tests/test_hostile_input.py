@@ -385,3 +385,32 @@ def test_out_in_a_read_only_folder(cli, ckpt, tmp_path):
         one_clear_line(res, "permission denied")
     finally:
         folder.chmod(0o700)
+
+
+# --------------------------------------------------------------------------- run directories
+
+#: (the words before RUN_DIR, the options after it) of every verb that reads a run directory
+VERBS_ON_A_RUN = {
+    "postprocess": (["postprocess"], ["--subnet", "any", "--accelerator", "cpu"]),
+    "predictors": (["predictors", "compare"], []),
+    "export": (["export"], ["--subnet", "any"]),
+}
+
+
+@pytest.mark.parametrize("verb", VERBS_ON_A_RUN)
+def test_a_run_dir_that_is_a_file_or_missing(cli, tmp_path, verb):
+    before, after = VERBS_ON_A_RUN[verb]
+    target = tmp_path / "file"
+    target.write_text("mine")
+    for path, why in [(target, "(a file)"), (tmp_path / "nowhere", "(no such folder)")]:
+        res = cli(*before, path, *after)
+        one_clear_line(res, str(path), why, "not a natv2 run directory", "give the --out folder")
+    assert target.read_text() == "mine"
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("verb", VERBS_ON_A_RUN)
+def test_a_run_dir_name_longer_than_the_file_system_allows(cli, tmp_path, verb):
+    before, after = VERBS_ON_A_RUN[verb]
+    res = cli(*before, tmp_path / ("x" * 300), *after)
+    one_clear_line(res, "cannot read", "longer than the file system allows")
