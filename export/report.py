@@ -59,7 +59,7 @@ from natv2.export.onnx import (
 from natv2.profiling.counters import onnx_costs
 from natv2.profiling.latency import measure_latency
 from natv2.space import Arch
-from natv2.untrusted import file_errors, path_error, path_kind, shown
+from natv2.untrusted import check_out_folder, file_errors, path_error
 
 __all__ = ["EXPORT_FORMAT", "FLOAT_FILE", "INT8_FILE", "REPORT_FILE", "export_folder", "summary"]
 
@@ -82,20 +82,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _check_target(out: Path) -> None:
-    kind = path_kind(out)
-    if kind not in ("missing", "dir"):
-        raise Natv2Error(f"--out {shown(str(out))} is a file; give a folder for the export")
-    if kind == "dir":
-        with file_errors(out, "read"):
-            stray = [p.name for p in out.iterdir() if p.name not in _EXPORT_FILES]
-        if stray:
-            raise Natv2Error(
-                f"--out {out} exists and is not an export folder (it holds {', '.join(stray[:3])}"
-                f"{' ...' if len(stray) > 3 else ''}); choose a new folder or remove it"
-            )
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -182,7 +168,7 @@ def export_folder(
     from natv2.profiling.cost import subnet_cost
 
     out = Path(out)
-    _check_target(out)
+    check_out_folder(out, "an export folder", _EXPORT_FILES)
     module = module.eval()
     resolution = arch.resolution
     dtype = profile.dtype if profile is not None else "float32"

@@ -74,10 +74,18 @@ from natv2.supernet.materialize import (
 )
 from natv2.supernet.network import OFAv2Supernet
 from natv2.supernet.plain import Subnet
-from natv2.untrusted import load_torch, read_json, require_finite
+from natv2.untrusted import (
+    check_out_folder,
+    load_torch,
+    output_folder,
+    read_json,
+    require_finite,
+)
 
 METHODS: tuple[str, ...] = ("finetune", "aep")
 RESULT_FORMAT = "natv2-postprocess/1"
+#: what a post-processed model folder holds (``save_postprocessed``)
+MODEL_FILES = frozenset({"model.pt", "arch.json", "result.json"})
 DEFAULT_CALIBRATION_IMAGES = 500
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -669,7 +677,6 @@ def postprocess_run(
     ``RUN_DIR/postprocessed/ID`` (or ``out``). ``overrides``: any
     :class:`PostprocessSettings` field (None keeps the preset's value)."""
     from natv2 import rundir
-    from natv2.data import load_dataset
     from natv2.space import SearchSpace
     from natv2.supernet.checkpoint import load_supernets
     from natv2.supernet.materialize import materialize
@@ -702,37 +709,47 @@ def postprocess_run(
             "calibration_images", DEFAULT_CALIBRATION_IMAGES
         )
     settings = make_settings(method, preset, **overrides)
-    if data is None:
-        name = config.get("dataset") or (config.get("request") or {}).get("dataset")
-        if not name:
-            raise Natv2Error(f"{run_dir}: the run configuration names no dataset")
-        data_dir = (config.get("request") or {}).get("data_dir") or config.get("data_dir")
-        data = load_dataset(name, data_dir=data_dir)
-    if acc is None:
-        from natv2.accelerator import resolve_accelerator
-
-        acc = resolve_accelerator("auto")
-    supernet = supernet.to(acc.device)
-    subnet = materialize(supernet, arch).eval()
-    log(f"post-processing {subnet_id} ({encoding}, exit {arch.exit}) with method {method}")
-    res = postprocess_subnet(
-        subnet,
-        data,
-        settings,
-        acc,
-        supernet=supernet,
-        on_epoch=on_epoch,
-        progress=progress,
-        log=log,
-    )
-    res.result.update(
-        {"run_dir": str(run_dir), "encoding": encoding, "vector": list(record["vector"])}
-    )
-    res.result["search_val_accuracy"] = record.get("accuracy")
     folder = Path(out) if out is not None else run_dir / rundir.POSTPROCESSED / subnet_id
-    save_postprocessed(folder, res.module, res.result)
+    flag = "--out" if out is not None else ""
+    check_out_folder(folder, "a post-processed model folder", MODEL_FILES, flag)
+    with output_folder(folder, "choose another --out"):
+        if data is None:
+            data = _run_dataset(run_dir, config)
+        if acc is None:
+            from natv2.accelerator import resolve_accelerator
+
+            acc = resolve_accelerator("auto")
+        supernet = supernet.to(acc.device)
+        subnet = materialize(supernet, arch).eval()
+        log(f"post-processing {subnet_id} ({encoding}, exit {arch.exit}) with method {method}")
+        res = postprocess_subnet(
+            subnet,
+            data,
+            settings,
+            acc,
+            supernet=supernet,
+            on_epoch=on_epoch,
+            progress=progress,
+            log=log,
+        )
+        res.result.update(
+            {"run_dir": str(run_dir), "encoding": encoding, "vector": list(record["vector"])}
+        )
+        res.result["search_val_accuracy"] = record.get("accuracy")
+        save_postprocessed(folder, res.module, res.result)
     res.result["folder"] = str(folder)
     return res, folder
+
+
+def _run_dataset(run_dir: Path, config: dict) -> DatasetSplits:
+    """The dataset a search run used, as its configuration records it."""
+    from natv2.data import load_dataset
+
+    request = config.get("request") if isinstance(config.get("request"), dict) else {}
+    name = config.get("dataset") or request.get("dataset")
+    if not name:
+        raise Natv2Error(f"{run_dir}: the run configuration names no dataset")
+    return load_dataset(name, data_dir=request.get("data_dir") or config.get("data_dir"))
 
 
 __all__ = [

@@ -17,8 +17,9 @@ import json
 import math
 import numbers
 import os
+import tempfile
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,19 +116,22 @@ _OS_REASONS = {
 }
 
 
-def path_error(path: str | Path, exc: OSError, action: str) -> Natv2Error:
-    """The one-line error for an OSError while ``action`` (e.g. "write") ``path``."""
+def path_error(path: str | Path, exc: OSError, action: str, fix: str | None = None) -> Natv2Error:
+    """The one-line error for an OSError while ``action`` (e.g. "write") ``path``, ending with
+    ``fix`` when the caller knows what the user should do."""
     reason = _OS_REASONS.get(exc.errno or -1) or (exc.strerror or type(exc).__name__).lower()
-    return Natv2Error(f"cannot {action} {shown(str(path))}: {reason}")
+    tail = f"; {fix}" if fix else ""
+    return Natv2Error(f"cannot {action} {shown(str(path))}: {reason}{tail}")
 
 
 @contextmanager
-def file_errors(path: str | Path, action: str) -> Iterator[None]:
-    """Run the body; an OSError becomes a ``Natv2Error`` naming ``path`` and the reason."""
+def file_errors(path: str | Path, action: str, fix: str | None = None) -> Iterator[None]:
+    """Run the body; an OSError becomes a ``Natv2Error`` naming ``path``, the reason and
+    ``fix``."""
     try:
         yield
     except OSError as exc:
-        raise path_error(path, exc, action) from None
+        raise path_error(path, exc, action, fix) from None
 
 
 def path_kind(path: str | Path) -> Literal["file", "dir", "missing", "other"]:
@@ -150,6 +154,54 @@ def path_kind(path: str | Path) -> Literal["file", "dir", "missing", "other"]:
     if stat.S_ISDIR(st.st_mode):
         return "dir"
     return "other"
+
+
+def check_out_folder(out: Path, what: str, own: Collection[str], flag: str = "--out") -> None:
+    """May ``what`` (e.g. "an export folder") be written into the folder ``out``? Refused,
+    touching nothing: a path that is not a folder, and a folder holding anything but ``own``
+    (the files an earlier run wrote, which are replaced) or their atomic writers' leftovers
+    (``.NAME.*``), so the user's own files are never overwritten or mixed in. ``flag`` names
+    the option that chose ``out`` ("" for a default folder)."""
+    where = f"{flag} {shown(str(out))}" if flag else shown(str(out))
+    fix_flag = flag or "--out"
+    kind = path_kind(out)
+    if kind in ("file", "other"):
+        state = "a file" if kind == "file" else "not a folder"
+        raise Natv2Error(f"{where} is {state}; give {fix_flag} a folder to write into")
+    if kind == "missing":
+        return
+    with file_errors(out, "read"):
+        names = sorted(p.name for p in out.iterdir())
+    leftovers = tuple(f".{name}." for name in own)
+    stray = [n for n in names if n not in own and not n.startswith(leftovers)]
+    if stray:
+        more = " ..." if len(stray) > 3 else ""
+        raise Natv2Error(
+            f"{where} exists and is not {what} (it holds {shown(', '.join(stray[:3]))}{more}); "
+            f"give {fix_flag} a new or empty folder"
+        )
+
+
+@contextmanager
+def output_folder(out: Path, fix: str) -> Iterator[Path]:
+    """Create ``out`` and prove it writable before the slow work, so that a folder that cannot
+    be written fails in the first second, not after training; when the body fails (or is
+    interrupted) the folders made here are removed again if still empty."""
+    created = [p for p in (out, *out.parents) if path_kind(p) == "missing"]
+    try:
+        with file_errors(out, "create the output folder", fix):
+            out.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=out, prefix=".natv2-write-test.")
+            os.close(fd)
+            os.unlink(probe)
+        yield out
+    except BaseException:
+        for folder in created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def read_json(path: str | Path, what: str, fix: str) -> Any:

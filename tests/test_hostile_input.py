@@ -6,10 +6,13 @@ Each case used to end in a Python traceback, an out-of-memory kill or a misleadi
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zlib
 from pathlib import Path
@@ -414,3 +417,106 @@ def test_a_run_dir_name_longer_than_the_file_system_allows(cli, tmp_path, verb):
     before, after = VERBS_ON_A_RUN[verb]
     res = cli(*before, tmp_path / ("x" * 300), *after)
     one_clear_line(res, "cannot read", "longer than the file system allows")
+
+
+# --------------------------------------------------------------------------- post-processing output
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _deny_files(monkeypatch, code: int) -> None:
+    """Creating files in a folder named "locked" fails (what a read-only folder does to a
+    non-root user; the tests run as root, which ignores modes)."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        if "locked" in Path(kwargs.get("dir") or ".").parts:
+            raise OSError(code, os.strerror(code), str(kwargs.get("dir")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, ckpt) -> tuple[Path, str]:
+    """A search run directory with one front subnet (an untrained supernet: nothing trains)."""
+    from natv2.space import SearchSpace
+
+    run = tmp_path_factory.mktemp("run")
+    shutil.copy(ckpt, run / "supernet.pt")
+    vector = [int(g) for g in GOOD.split(",")]
+    arch = SearchSpace("exits+parallel").decode(vector)
+    record = {"id": arch.id, "encoding": "exits+parallel", "vector": vector, "accuracy": 0.1}
+    config = {"dataset": "digits", "encoding": "exits+parallel"}
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "front.json").write_text(json.dumps([record]))
+    return run, arch.id
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if post-processing gets as far as loading data or training."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the output folder must be refused before any slow work")
+
+    monkeypatch.setattr("natv2.data.load_dataset", forbidden)
+    monkeypatch.setattr("natv2.postprocess.postprocess_subnet", forbidden)
+
+
+def _postprocess(cli, run_dir, *args):
+    run, subnet = run_dir
+    return cli("postprocess", run, "--subnet", subnet, "--accelerator", "cpu", *args)
+
+
+def test_postprocess_out_that_is_a_regular_file(cli, run_dir, tmp_path, no_training):
+    target = tmp_path / "file"
+    target.write_text("mine")
+    res = _postprocess(cli, run_dir, "--out", target)
+    one_clear_line(res, f"--out {target} is a file", "give --out a folder")
+    assert target.read_text() == "mine"
+
+
+def test_postprocess_out_holding_other_files(cli, run_dir, tmp_path, no_training):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"my model")
+    (folder / "notes.txt").write_text("my notes")
+    res = _postprocess(cli, run_dir, "--out", folder)
+    one_clear_line(res, str(folder), "notes.txt", "new or empty folder")
+    assert snapshot(folder) == {"model.pt": b"my model", "notes.txt": b"my notes"}
+
+
+@pytest.mark.parametrize(("code", "reason"), [(errno.EROFS, "read-only"), (errno.EACCES, "perm")])
+def test_postprocess_out_that_cannot_be_created(
+    cli, run_dir, tmp_path, monkeypatch, no_training, code, reason
+):
+    _deny_mkdir(monkeypatch, code)
+    out = tmp_path / "locked" / "model"
+    res = _postprocess(cli, run_dir, "--out", out)
+    one_clear_line(res, str(out), reason, "choose another --out")
+    assert not (tmp_path / "locked").exists()
+
+
+@pytest.mark.parametrize(("code", "reason"), [(errno.EROFS, "read-only"), (errno.EACCES, "perm")])
+def test_postprocess_out_in_a_folder_that_cannot_be_written(
+    cli, run_dir, tmp_path, monkeypatch, no_training, code, reason
+):
+    _deny_files(monkeypatch, code)
+    out = tmp_path / "locked"
+    out.mkdir()
+    res = _postprocess(cli, run_dir, "--out", out)
+    one_clear_line(res, str(out), reason, "choose another --out")
+    assert list(out.iterdir()) == []
+
+
+def test_ctrl_c_during_postprocess_leaves_no_empty_folder(cli, run_dir, monkeypatch):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("natv2.data.load_dataset", ctrl_c)
+    res = _postprocess(cli, run_dir)
+    assert res.code == 130 and res.err.strip().startswith("interrupted"), res.err
+    assert not (run_dir[0] / "postprocessed").exists()
