@@ -16,6 +16,7 @@ torchrun, evaluations are sharded across ranks and adaptation uses DistributedDa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -49,7 +50,7 @@ from natv2.supernet.checkpoint import save_supernets
 from natv2.supernet.materialize import atomic_torch_save
 from natv2.supernet.network import OFAv2Supernet
 from natv2.train import SupernetTrainer, adaptation_schedule, front_sampler
-from natv2.untrusted import MAX_COUNT, Field, check_fields, load_torch
+from natv2.untrusted import MAX_COUNT, Field, check_fields, file_errors, load_torch
 
 SEARCH_STATE_FORMAT = "natv2-search/1"
 #: what a search checkpoint must hold, checked before the search reads it
@@ -62,6 +63,8 @@ SEARCH_STATE_SCHEMA = {
     "supernets": Field(dict),
 }
 ARCHIVE_RECORD_SCHEMA = {"vector": Field(list), "accuracy": Field((float, int))}
+#: the fix for a run-directory file that cannot be written (disk full, permissions)
+RESUME_FIX = "fix that and continue with --resume"
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,8 @@ class NATv2Search:
         """Every evaluation, appended to evaluations.jsonl (predictor studies, auditing)."""
         if not self.acc.is_main or not records:
             return
-        with (self.run_dir / rundir.EVALUATIONS).open("a") as fh:
+        path = self.run_dir / rundir.EVALUATIONS
+        with file_errors(path, "append to", RESUME_FIX), path.open("a") as fh:
             for rec in records:
                 score = self._scores[tuple(rec["vector"])]
                 fh.write(
@@ -626,9 +630,14 @@ def plot_front(path: Path, archive: Sequence[dict], fr: Sequence[dict], ht, job:
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with file_errors(path, "write", RESUME_FIX):
+            fig.savefig(tmp)
+            tmp.replace(path)
+    finally:
+        plt.close(fig)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def settings_with(settings: SearchSettings, **overrides) -> SearchSettings:

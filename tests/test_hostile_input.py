@@ -520,3 +520,56 @@ def test_ctrl_c_during_postprocess_leaves_no_empty_folder(cli, run_dir, monkeypa
     res = _postprocess(cli, run_dir)
     assert res.code == 130 and res.err.strip().startswith("interrupted"), res.err
     assert not (run_dir[0] / "postprocessed").exists()
+
+
+# --------------------------------------------------------------------------- search run files
+
+
+def test_evaluations_that_cannot_be_appended_to_are_one_line(tmp_path):
+    """The search appends every evaluation to evaluations.jsonl; an unwritable file (here a
+    folder in its place) is one line with the fix, not an OSError from deep in the search."""
+    from types import SimpleNamespace
+
+    from natv2.errors import Natv2Error
+    from natv2.search import NATv2Search
+
+    (tmp_path / "evaluations.jsonl").mkdir()
+    search = SimpleNamespace(
+        acc=SimpleNamespace(is_main=True),
+        run_dir=tmp_path,
+        _scores={(4, 0): {"top1": 0.5, "loss": 1.0}},
+    )
+    with pytest.raises(Natv2Error, match=r"cannot append to .*evaluations\.jsonl: it is a dir"):
+        NATv2Search._log_evaluations(search, [{"vector": [4, 0]}], "initial archive")
+
+
+def test_a_front_plot_that_cannot_be_written_is_one_line_and_keeps_the_old_one(
+    tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    import matplotlib.figure
+
+    from natv2.errors import Natv2Error
+    from natv2.search import plot_front
+
+    def disk_full(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"half a png")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(fname))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", disk_full)
+    path = tmp_path / "pareto.png"
+    path.write_bytes(b"the previous plot")
+    job = SimpleNamespace(
+        objectives=("accuracy", "params"),
+        profile=SimpleNamespace(name="p"),
+        space=SimpleNamespace(encoding="e"),
+    )
+    records = [{"params": 10, "accuracy": 0.5}]
+    with pytest.raises(Natv2Error, match=r"pareto\.png: no space left.*--resume"):
+        plot_front(path, records, records, records, job)
+    assert snapshot(tmp_path) == {"pareto.png": b"the previous plot"}
+    monkeypatch.undo()
+    plot_front(path, records, records, records, job)
+    assert sorted(snapshot(tmp_path)) == ["pareto.png"]
+    assert path.read_bytes()[:4] == b"\x89PNG"
