@@ -7,13 +7,12 @@ one line and exit 2 too; Ctrl-C ends with one line and exit 130.
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import typer
 from typer._click import exceptions as click_exceptions
+from typer.core import TyperGroup
 
 from natv2 import __version__
 from natv2.commands import (
@@ -30,12 +29,36 @@ from natv2.commands.postprocess import postprocess as postprocess_command
 from natv2.errors import Natv2Error
 from natv2.untrusted import one_line
 
+
+class Interrupted(Exception):
+    """Ctrl-C, carried past typer (which turns KeyboardInterrupt into a silent exit 130 before
+    ``main`` could say what to do)."""
+
+
+class _Natv2Group(TyperGroup):
+    """The root command: Ctrl-C while typer parses the arguments (root or sub-command), runs an
+    option's callback or runs the command itself becomes :class:`Interrupted`."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
+
 app = typer.Typer(
     name="natv2",
     help="Find the most accurate small image classifier that fits a device (NATv2 on OFAv2).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=_Natv2Group,
 )
 # in the order of the workflow
 app.command("search")(search.search)
@@ -61,34 +84,6 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
 ) -> None:
     """natv2: NATv2 search on OFAv2 supernets, device profiles, ONNX export and validation."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C inside a command, carried past typer (which turns KeyboardInterrupt into a
-    silent exit 130 before ``main`` could say what to do)."""
-
-
-def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            raise Interrupted from None
-
-    return run
-
-
-def _wrap_commands(typer_app: typer.Typer) -> None:
-    for command in typer_app.registered_commands:
-        if command.callback is not None:
-            command.callback = _interruptible(command.callback)
-    for group in typer_app.registered_groups:
-        if group.typer_instance is not None:
-            _wrap_commands(group.typer_instance)
-
-
-_wrap_commands(app)
 
 
 def _usage_line(exc: click_exceptions.UsageError) -> str:

@@ -517,8 +517,7 @@ def test_ctrl_c_during_postprocess_leaves_no_empty_folder(cli, run_dir, monkeypa
         raise KeyboardInterrupt
 
     monkeypatch.setattr("natv2.data.load_dataset", ctrl_c)
-    res = _postprocess(cli, run_dir)
-    assert res.code == 130 and res.err.strip().startswith("interrupted"), res.err
+    interrupted_line(_postprocess(cli, run_dir))
     assert not (run_dir[0] / "postprocessed").exists()
 
 
@@ -573,3 +572,33 @@ def test_a_front_plot_that_cannot_be_written_is_one_line_and_keeps_the_old_one(
     plot_front(path, records, records, records, job)
     assert sorted(snapshot(tmp_path)) == ["pareto.png"]
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def _ctrl_c(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def interrupted_line(res) -> str:
+    """Exit 130 and exactly one line on stderr, "interrupted: ...", no traceback."""
+    lines = res.err.strip().splitlines()
+    assert res.code == 130, (res.code, res.err[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("interrupted: "), res.err[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("parser", ["TyperGroup", "TyperCommand"])
+def test_ctrl_c_while_typer_parses_the_arguments(cli, monkeypatch, parser):
+    """Ctrl-C before the command's own code runs, while typer parses the root's or the verb's
+    arguments (typer turns that into a silent exit 130)."""
+    import typer.core
+
+    monkeypatch.setattr(getattr(typer.core, parser), "parse_args", _ctrl_c)
+    interrupted_line(cli("space", "decode", GOOD))
+
+
+def test_ctrl_c_inside_a_command(cli, monkeypatch, dynamic_onnx):
+    monkeypatch.setattr("natv2.device_profiles.load_profile", _ctrl_c)
+    interrupted_line(cli("validate", dynamic_onnx, "--device", "gpu-profile"))
