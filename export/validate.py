@@ -22,10 +22,14 @@ import torch
 from natv2.device_profiles import BudgetCheck, Profile, load_profile
 from natv2.errors import Natv2Error
 from natv2.profiling.counters import GraphCosts, image_input, load_onnx, onnx_costs
-from natv2.profiling.latency import LatencyStats, measure_latency, physical_cores
+from natv2.profiling.latency import LatencyStats, measure_latency, physical_cores, run_failure
 from natv2.untrusted import MAX_RESOLUTION, read_int
 
 __all__ = ["DatasetLike", "ValidationReport", "top1_accuracy", "validate_onnx"]
+
+#: most bytes of input images prepared at once for top-1 (at --resolution 2048 one image is
+#: 48 MiB as float32, and a batch of 64 would need 3 GiB before onnxruntime even runs)
+BATCH_INPUT_BYTES = 256 * 2**20
 
 
 class DatasetLike(Protocol):
@@ -191,15 +195,20 @@ def top1_accuracy(
     batch_size: int = 64,
     limit: int | None = None,
     threads: int | None = None,
+    size_flag: str | None = None,
 ) -> tuple[float, int]:
     """Top-1 of the ONNX model on ``dataset.test`` (the first ``limit`` images if given),
-    images prepared by ``dataset.prepare_batch(x, resolution, train=False)``.
-    Returns (accuracy in [0, 1], number of images)."""
+    images prepared by ``dataset.prepare_batch(x, resolution, train=False)`` in batches of at
+    most ``batch_size`` and ``BATCH_INPUT_BYTES``. Returns (accuracy in [0, 1], number of
+    images); ``size_flag`` is the option that chose ``resolution``, named when a run fails."""
     session = _session(str(model_path), threads)
     meta = session.get_inputs()[0]
+    np_dtype = np.float16 if meta.type == "tensor(float16)" else np.float32
     if isinstance(meta.shape[0], int) and meta.shape[0] > 0:
         batch_size = meta.shape[0]  # a fixed batch: feed exactly that many
-    np_dtype = np.float16 if meta.type == "tensor(float16)" else np.float32
+    else:
+        image_bytes = 3 * resolution * resolution * np.dtype(np_dtype).itemsize
+        batch_size = max(1, min(batch_size, BATCH_INPUT_BYTES // image_bytes))
     n = len(dataset.test) if limit is None else min(limit, len(dataset.test))
     if n < 1:
         raise Natv2Error("the dataset's test split is empty; nothing to measure top-1 on")
@@ -214,7 +223,10 @@ def top1_accuracy(
         pad = batch_size - len(items) if isinstance(meta.shape[0], int) else 0
         if pad:
             x_np = np.concatenate([x_np, np.repeat(x_np[-1:], pad, axis=0)])
-        logits = session.run(None, {meta.name: x_np})[0]
+        try:
+            logits = session.run(None, {meta.name: x_np})[0]
+        except Exception as exc:  # onnxruntime's own types, RuntimeError, MemoryError
+            raise run_failure(exc, str(model_path), x_np.shape, size_flag) from None
         logits = np.asarray(logits).reshape(logits.shape[0], -1)[: len(items)]
         if logits.shape[1] != dataset.num_classes:
             raise Natv2Error(
@@ -253,8 +265,14 @@ def validate_onnx(
         c = channels.dim_value if channels.HasField("dim_value") else 3
         input_shape = (1, c, resolution, resolution)
     costs = onnx_costs(path, dtype=prof.dtype, input_shape=input_shape)
+    size_flag = "--resolution" if resolution is not None else None
     host = measure_latency(
-        path, costs.input_shape, intra_op_threads=threads, warmup=warmup, runs=runs
+        path,
+        costs.input_shape,
+        intra_op_threads=threads,
+        warmup=warmup,
+        runs=runs,
+        size_flag=size_flag,
     )
     estimate = prof.estimate_latency_ms(costs.macs) if prof.macs_per_second else None
     accuracy = None
@@ -271,6 +289,7 @@ def validate_onnx(
             batch_size=batch_size,
             limit=limit,
             threads=threads,
+            size_flag=size_flag,
         )
         accuracy = Accuracy(top1, n, dataset_name or getattr(dataset, "name", "dataset"))
     partial = ValidationReport(path, prof, costs, host, estimate, accuracy, ())

@@ -9,6 +9,7 @@ scheduler hiccup) and the 90th percentile (the tail a user notices), never a sin
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -20,8 +21,9 @@ import numpy as np
 import onnx
 
 from natv2.errors import Natv2Error
+from natv2.untrusted import shown
 
-__all__ = ["LatencyStats", "measure_latency", "physical_cores"]
+__all__ = ["LatencyStats", "measure_latency", "physical_cores", "run_failure"]
 
 _NP_TYPES = {
     "tensor(float)": np.float32,
@@ -81,6 +83,39 @@ def physical_cores() -> int:
     return os.cpu_count() or 1
 
 
+def run_failure(
+    exc: BaseException, label: str, shape: Sequence[int], size_flag: str | None = None
+) -> Natv2Error:
+    """onnxruntime's failure to run a model as one line with the fix: running out of memory is
+    named as such (a large input is the usual cause), any other failure by onnxruntime's first
+    line without its C++ source location; ``size_flag`` is the option that chose the input."""
+    text = str(exc)
+    dims = "x".join(str(int(d)) for d in shape)
+    smaller = f"a smaller {size_flag}" if size_flag else "a smaller input"
+    asked = re.search(r"Failed to allocate memory for requested buffer of size (\d+)", text)
+    if isinstance(exc, MemoryError) or asked or "bad_alloc" in text:
+        need = f" (a buffer of {int(asked.group(1)):,} bytes)" if asked else ""
+        return Natv2Error(
+            f"{label}: onnxruntime ran out of memory running the model on a {dims} input{need}; "
+            f"give {smaller} or use a host with more memory"
+        )
+    return Natv2Error(
+        f"{label}: onnxruntime failed to run the model on a {dims} input ({_ort_reason(exc)}); "
+        f"check that the model accepts this input size, or give {smaller}"
+    )
+
+
+def _ort_reason(exc: BaseException) -> str:
+    """The gist of an onnxruntime error: its first line, without the "[ONNXRuntimeError] : N :
+    KIND :" prefix and the C++ file and function it was raised in."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0])
+    text = re.sub(r"\S+\.(?:cc|cpp|h):\d+ [^()]*\([^()]*\)\s*", "", text)
+    return shown(text, 200)
+
+
 def _model_bytes(model_or_path: onnx.ModelProto | str | Path | bytes) -> bytes | str:
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path.SerializeToString()
@@ -101,11 +136,13 @@ def measure_latency(
     warmup: int = 20,
     runs: int = 100,
     seed: int = 0,
+    size_flag: str | None = None,
 ) -> LatencyStats:
     """Median / p90 / mean latency of one ``session.run`` on a random input.
 
     ``input_shape`` (N, C, H, W) defaults to the model's input with batch 1; it must be given
     when the model's C/H/W are dynamic. ``intra_op_threads`` defaults to the physical cores.
+    ``size_flag`` is the option that chose the input size, named in the fix when a run fails.
     """
     import onnxruntime as ort
 
@@ -159,10 +196,8 @@ def measure_latency(
             t0 = time.perf_counter_ns()
             session.run(None, feed)
             times.append((time.perf_counter_ns() - t0) / 1e6)
-    except Exception as exc:
-        raise Natv2Error(
-            f"{label}: onnxruntime failed to run the model on an input of shape {shape}: {exc}"
-        ) from exc
+    except Exception as exc:  # onnxruntime raises its own types, RuntimeError and MemoryError
+        raise run_failure(exc, label, shape, size_flag) from None
     return LatencyStats(
         median_ms=float(np.median(times)),
         p90_ms=float(np.percentile(times, 90)),

@@ -602,3 +602,83 @@ def test_ctrl_c_while_typer_parses_the_arguments(cli, monkeypatch, parser):
 def test_ctrl_c_inside_a_command(cli, monkeypatch, dynamic_onnx):
     monkeypatch.setattr("natv2.device_profiles.load_profile", _ctrl_c)
     interrupted_line(cli("validate", dynamic_onnx, "--device", "gpu-profile"))
+
+
+# --------------------------------------------------------------------------- onnxruntime failures
+
+#: what onnxruntime raises when an allocation fails (its text, C++ location included)
+ORT_OUT_OF_MEMORY = (
+    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running "
+    "Conv node. Name:'/0/Conv' Status Message: /onnxruntime_src/onnxruntime/core/framework/"
+    "bfc_arena.cc:376 void* onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, "
+    "onnxruntime::Stream*, bool, onnxruntime::WaitNotificationFn) Failed to allocate memory "
+    "for requested buffer of size 68451041280\n"
+)
+ORT_BAD_SHAPE = (
+    "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code returned while running "
+    "Reshape node. Name:'/Reshape' Status Message: /onnxruntime_src/onnxruntime/core/providers/"
+    "cpu/tensor/reshape_helper.h:40 onnxruntime::ReshapeHelper::ReshapeHelper(const "
+    "onnxruntime::TensorShape&, onnxruntime::TensorShapeVector&, bool) input_shape_size == "
+    "size was false. The input tensor cannot be reshaped to the requested shape.\n"
+)
+
+
+def _ort_run_fails(monkeypatch, exc: BaseException, batches_over: int = 0) -> None:
+    """``InferenceSession.run`` raises ``exc`` for inputs of more than ``batches_over`` images
+    (instead of allocating tens of GiB to make onnxruntime fail for real)."""
+    import onnxruntime as ort
+
+    real = ort.InferenceSession.run
+
+    def run(self, output_names, feed, *args, **kwargs):
+        if next(iter(feed.values())).shape[0] > batches_over:
+            raise exc
+        return real(self, output_names, feed, *args, **kwargs)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", run)
+
+
+def _validate_at_the_largest_resolution(cli, model, *extra):
+    from natv2.untrusted import MAX_RESOLUTION
+
+    res = str(MAX_RESOLUTION)
+    return cli("validate", model, "--device", "gpu-profile", "--resolution", res, *extra)
+
+
+def _ort_exception(text: str) -> Exception:
+    from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
+
+    return RuntimeException(text)
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "MemoryError"])
+def test_validate_when_onnxruntime_runs_out_of_memory(cli, dynamic_onnx, monkeypatch, kind):
+    exc = _ort_exception(ORT_OUT_OF_MEMORY) if kind == "onnxruntime" else MemoryError()
+    _ort_run_fails(monkeypatch, exc)
+    res = _validate_at_the_largest_resolution(cli, dynamic_onnx, "--runs", "1", "--warmup", "0")
+    one_clear_line(
+        res, str(dynamic_onnx), "ran out of memory", "1x3x2048x2048", "smaller --resolution"
+    )
+    if kind == "onnxruntime":
+        one_clear_line(res, "68,451,041,280 bytes")
+    assert "bfc_arena" not in res.err and "onnxruntime::" not in res.err
+
+
+def test_validate_when_onnxruntime_cannot_run_the_model_at_that_size(
+    cli, dynamic_onnx, monkeypatch
+):
+    _ort_run_fails(monkeypatch, RuntimeError(ORT_BAD_SHAPE))
+    res = _validate_at_the_largest_resolution(cli, dynamic_onnx, "--runs", "1", "--warmup", "0")
+    one_clear_line(
+        res, "failed to run", "input_shape_size == size was false", "smaller --resolution"
+    )
+    assert "reshape_helper" not in res.err and "onnxruntime::" not in res.err
+
+
+def test_validate_top1_at_the_largest_resolution(cli, dynamic_onnx, monkeypatch):
+    """Top-1 prepares a few images at a time at 2048 x 2048 (48 MiB each, not a batch of 64
+    in 3 GiB), and onnxruntime failing there is one line as well."""
+    _ort_run_fails(monkeypatch, _ort_exception(ORT_OUT_OF_MEMORY), batches_over=1)
+    extra = ["--dataset", "digits", "--limit", "8", "--runs", "1", "--warmup", "0"]
+    res = _validate_at_the_largest_resolution(cli, dynamic_onnx, *extra)
+    one_clear_line(res, "ran out of memory", "5x3x2048x2048", "smaller --resolution")
