@@ -91,6 +91,19 @@ def _usage_line(exc: click_exceptions.UsageError) -> str:
     return f"error: {exc.format_message()}{where}"
 
 
+#: the verbs that continue an interrupted run with --resume
+RESUMABLE = frozenset({"search", "train-supernet"})
+
+
+def _interrupted_line(args: list[str]) -> str:
+    """What to do after Ctrl-C: --resume only for a verb that has it (the root's own options
+    are flags, so the first word that is not an option is the verb)."""
+    verb = next((a for a in args if not a.startswith("-")), None)
+    if verb in RESUMABLE:
+        return "interrupted: rerun with --resume to continue"
+    return "interrupted: run the command again"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run ``natv2 ARGS``: exit 0 on success, 2 with one ``error:`` line for bad input."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(one_line(f"error: {exc.format_message()}"), err=True)
         sys.exit(exc.exit_code)
     except (Interrupted, KeyboardInterrupt):
-        typer.echo("interrupted: rerun with --resume to continue", err=True)
+        typer.echo(_interrupted_line(args), err=True)
         sys.exit(130)
     except typer.Abort:  # end of input at a prompt
         typer.echo("aborted", err=True)

@@ -682,3 +682,13 @@ def test_validate_top1_at_the_largest_resolution(cli, dynamic_onnx, monkeypatch)
     extra = ["--dataset", "digits", "--limit", "8", "--runs", "1", "--warmup", "0"]
     res = _validate_at_the_largest_resolution(cli, dynamic_onnx, *extra)
     one_clear_line(res, "ran out of memory", "5x3x2048x2048", "smaller --resolution")
+
+
+def test_only_verbs_with_resume_suggest_it(cli, monkeypatch, dynamic_onnx):
+    import typer.core
+
+    monkeypatch.setattr(typer.core.TyperCommand, "parse_args", _ctrl_c)
+    for verb in (["search"], ["train-supernet"]):
+        assert interrupted_line(cli(*verb)) == "interrupted: rerun with --resume to continue"
+    for verb in (["--debug", "validate", dynamic_onnx], ["export"], ["space", "decode", GOOD]):
+        assert interrupted_line(cli(*verb)) == "interrupted: run the command again"
