@@ -182,6 +182,16 @@ def check_out_folder(out: Path, what: str, own: Collection[str], flag: str = "--
         )
 
 
+def check_out_file(out: Path, what: str, flag: str = "--out") -> None:
+    """May ``what`` (e.g. "the checkpoint") be written to the file ``out``? Refused before the
+    slow work, touching nothing: a folder (or device) in its place, which would otherwise be
+    found only when the finished work is saved."""
+    kind = path_kind(out)
+    if kind in ("dir", "other"):
+        state = "a folder" if kind == "dir" else "not a regular file"
+        raise Natv2Error(f"{flag} {shown(str(out))} is {state}; give the path of {what} to write")
+
+
 @contextmanager
 def output_folder(out: Path, fix: str) -> Iterator[Path]:
     """Create ``out`` and prove it writable before the slow work, so that a folder that cannot

@@ -457,7 +457,7 @@ def run_dir(tmp_path_factory, ckpt) -> tuple[Path, str]:
 
 @pytest.fixture
 def no_training(monkeypatch):
-    """Fail the test if post-processing gets as far as loading data or training."""
+    """Fail the test if the command gets as far as loading data or training."""
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the output folder must be refused before any slow work")
@@ -519,6 +519,27 @@ def test_ctrl_c_during_postprocess_leaves_no_empty_folder(cli, run_dir, monkeypa
     monkeypatch.setattr("natv2.data.load_dataset", ctrl_c)
     interrupted_line(_postprocess(cli, run_dir))
     assert not (run_dir[0] / "postprocessed").exists()
+
+
+# --------------------------------------------------------------------------- train-supernet output
+
+
+def test_train_supernet_out_that_is_a_folder(cli, tmp_path, no_training):
+    (tmp_path / "mine.txt").write_text("mine")
+    res = cli("train-supernet", "--accelerator", "cpu", "--out", tmp_path)
+    one_clear_line(res, f"--out {tmp_path} is a folder", "path of the supernet checkpoint")
+    assert snapshot(tmp_path) == {"mine.txt": b"mine"}
+
+
+@pytest.mark.parametrize(("code", "reason"), [(errno.EROFS, "read-only"), (errno.EACCES, "perm")])
+def test_train_supernet_out_in_a_folder_that_cannot_be_written(
+    cli, tmp_path, monkeypatch, no_training, code, reason
+):
+    _deny_mkdir(monkeypatch, code)
+    out = tmp_path / "locked" / "supernet.pt"
+    res = cli("train-supernet", "--accelerator", "cpu", "--out", out)
+    one_clear_line(res, str(out.parent), reason, "choose another --out")
+    assert not (tmp_path / "locked").exists()
 
 
 # --------------------------------------------------------------------------- search run files

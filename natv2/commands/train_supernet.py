@@ -8,7 +8,7 @@ import typer
 
 from natv2.commands.common import dataset_help, emit_json, make_logger
 from natv2.space import ENCODINGS
-from natv2.untrusted import MAX_SEED
+from natv2.untrusted import MAX_SEED, check_out_file, output_folder
 
 
 def train_supernet(
@@ -40,12 +40,15 @@ def train_supernet(
     from natv2.data import load_dataset
     from natv2.pretrain import PretrainConfig, pretrain
 
+    check_out_file(out, "the supernet checkpoint")  # before hours of training, not after
     acc = resolve_accelerator(accelerator)
     log = make_logger(as_json, quiet=not acc.is_main)
-    data = load_dataset(dataset, data_dir=data_dir, download=download)
-    cfg = PretrainConfig(supernet, encoding, schedule, dense_skips, seed)
-    log(f"training {supernet} ({encoding}) on {data.name} with schedule {schedule} on {acc.device}")
-    report = pretrain(cfg, data, acc, out, resume=resume, log=log)
+    with output_folder(out.parent, "choose another --out"):
+        data = load_dataset(dataset, data_dir=data_dir, download=download)
+        cfg = PretrainConfig(supernet, encoding, schedule, dense_skips, seed)
+        where = f"on {data.name} with schedule {schedule} on {acc.device}"
+        log(f"training {supernet} ({encoding}) {where}")
+        report = pretrain(cfg, data, acc, out, resume=resume, log=log)
     if acc.is_main:
         log(f"wrote {out}")
         if as_json:
