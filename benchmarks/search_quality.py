@@ -90,7 +90,8 @@ def main() -> None:
     data = load_dataset("mnist5k")
     profile = load_profile(args.device)
     req = SearchRequest(device=args.device, supernet=args.supernet)
-    nets, encoding = resolve_supernets(req, profile, data, acc, log=print)
+    resolved = resolve_supernets(req, profile, data, acc, log=print)
+    nets, encoding = resolved.nets, resolved.encoding
     space = search_space(profile, encoding, sorted(nets))
     settings = replace(SearchSettings.preset("demo"), generations=30, population=40)
     job = SearchJob(profile, space, settings, objectives=("accuracy", "macs"))

@@ -36,6 +36,7 @@ from natv2.supernet.checkpoint import load_supernets
 from natv2.supernet.config import config_for_encoding, encoding_of, parse_supernet_name
 from natv2.supernet.network import OFAv2Supernet
 from natv2.train import make_schedule
+from natv2.transfer import needs_transfer, rehead, warm_up
 from natv2.untrusted import shown
 
 
@@ -90,22 +91,39 @@ def search_space(profile: Profile, encoding: str, widths) -> SearchSpace:
     return SearchSpace(encoding, resolutions=allowed, widths=tuple(widths))
 
 
+@dataclass(frozen=True)
+class Supernets:
+    """The supernets a search starts from; ``transfer``: pretrained on another dataset, so the
+    search warms them up on this one first (``natv2.transfer``)."""
+
+    nets: dict[float, OFAv2Supernet]
+    encoding: str
+    transfer: bool = False
+    source_dataset: str | None = None
+
+
 def resolve_supernets(
     req: SearchRequest, profile: Profile, data: DatasetSplits, acc: Accelerator, log
-) -> tuple[dict[float, OFAv2Supernet], str]:
-    """Load a checkpoint, reuse a cached pretrained preset, or pretrain one now."""
+) -> Supernets:
+    """Load a checkpoint (re-headed for this dataset's classes when they differ), reuse a
+    cached pretrained preset, or pretrain one now."""
     path = Path(req.supernet)
     if path.suffix == ".pt" or path.is_file():
-        nets, _meta = load_supernets(path, device=acc.device)
+        nets, meta = load_supernets(path, device=acc.device)
         config = next(iter(nets.values())).config
-        if config.num_classes != data.num_classes:
-            raise Natv2Error(
-                f"{path} has {config.num_classes} classes but {data.name} has {data.num_classes}; "
-                "re-import it with `natv2 import-ofa --classes N` or train one on this dataset"
-            )
+        transfer = needs_transfer(meta, config.num_classes, data)
+        source = meta.get("dataset") if isinstance(meta.get("dataset"), str) else None
+        if transfer:
+            for width, net in nets.items():
+                if rehead(net, data.num_classes, seed=req.seed):
+                    log(
+                        f"re-headed the w{width:.1f} supernet's exits for {data.name}: "
+                        f"{config.num_classes} -> {data.num_classes} classes"
+                    )
+            config = next(iter(nets.values())).config
         space = search_space(profile, encoding_of(config), sorted(nets))
         ensure_feasible(profile, space, config)
-        return nets, encoding_of(config)
+        return Supernets(nets, encoding_of(config), transfer, source)
     preset, widths = parse_supernet_name(req.supernet)
     config = config_for_encoding(
         req.encoding,
@@ -125,7 +143,7 @@ def resolve_supernets(
     else:
         log(f"reusing the pretrained supernet {ckpt}")
     nets, _meta = load_supernets(ckpt, device=acc.device)
-    return nets, req.encoding
+    return Supernets(nets, req.encoding)
 
 
 #: options of ``natv2 search`` that must be the same on ``--resume`` (by SearchRequest field)
@@ -275,7 +293,8 @@ def run_search(
             check_run_dir(out, req, profile, resume, check_lock=False)
         settings = resolved_settings(req)
         objectives = tuple(profile.objectives)
-        nets, encoding = resolve_supernets(req, profile, data, acc, log)
+        supernets = resolve_supernets(req, profile, data, acc, log)
+        nets, encoding = supernets.nets, supernets.encoding
         space = search_space(profile, encoding, sorted(nets))
         job = SearchJob(profile, space, settings, req.predictor, req.mode, req.seed, objectives)
         config_doc = {
@@ -286,11 +305,32 @@ def run_search(
             "dataset_summary": data.summary(),
             "device": req.device,
             "supernet_config": next(iter(nets.values())).config.to_dict(),
+            "transfer": (
+                {"from_dataset": supernets.source_dataset} if supernets.transfer else None
+            ),
             **job_json(job),
         }
         if acc.is_main and not resume:
             rundir.write_json(out / rundir.CONFIG, config_doc)
         acc.barrier()
+        if supernets.transfer and latest_checkpoint(out) is None:
+            # the search's checkpoints hold the warmed-up weights: a resume after pre-processing
+            # starts from them; one before resumes the warm-up from its own checkpoints
+            (out / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+            warm_up(
+                nets,
+                data,
+                acc,
+                epochs=settings.transfer_epochs,
+                lr=settings.transfer_lr,
+                batch_size=settings.transfer_batch,
+                steps_per_epoch=settings.transfer_steps,
+                calibration_images=settings.calibration_images,
+                recipe=settings.transfer_recipe,
+                checkpoint_dir=out / rundir.CHECKPOINTS,
+                seed=req.seed,
+                log=log,
+            )
         search = NATv2Search(job, nets, data, acc, out, log=log)
         log(
             f"searching {encoding} on {data.name} for {profile.name} "

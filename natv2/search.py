@@ -50,6 +50,7 @@ from natv2.supernet.checkpoint import save_supernets
 from natv2.supernet.materialize import atomic_torch_save
 from natv2.supernet.network import OFAv2Supernet
 from natv2.train import SupernetTrainer, adaptation_schedule, front_sampler
+from natv2.transfer import PAPER_WARMUP_LR
 from natv2.untrusted import MAX_COUNT, Field, check_fields, file_errors, load_torch
 
 SEARCH_STATE_FORMAT = "natv2-search/1"
@@ -85,6 +86,13 @@ class SearchSettings:
     adapt_subnets: int = 4
     calibration_images: int = 2000
     eval_batch: int = 250
+    # transfer warm-up of the maximal networks when the supernet was pretrained on another
+    # dataset (natv2.transfer; the paper's lr 7.5e-3 and batch 256, its length is not given)
+    transfer_epochs: int = 5
+    transfer_steps: int | None = None  # cap per warm-up epoch
+    transfer_batch: int = 256
+    transfer_lr: float = PAPER_WARMUP_LR
+    transfer_recipe: str = "maximal"  # or "sandwich" (natv2.transfer)
 
     @staticmethod
     def preset(name: str) -> SearchSettings:
@@ -101,6 +109,11 @@ class SearchSettings:
                 adapt_batch=64,
                 adapt_lr=0.002,
                 calibration_images=128,
+                transfer_epochs=3,
+                transfer_steps=25,
+                transfer_batch=64,
+                transfer_lr=3e-3,
+                transfer_recipe="sandwich",
             )
         if name == "smoke":  # tests and CI: seconds; pre-processing factor cut to 3
             return SearchSettings(
@@ -116,6 +129,11 @@ class SearchSettings:
                 adapt_batch=16,
                 adapt_lr=0.02,
                 calibration_images=64,
+                transfer_epochs=1,
+                transfer_steps=6,
+                transfer_batch=16,
+                transfer_lr=3e-3,
+                transfer_recipe="sandwich",
             )
         if name == "paper":
             return SearchSettings(
