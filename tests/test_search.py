@@ -31,20 +31,6 @@ RUN_FILES = [
 
 
 @pytest.fixture(scope="session")
-def tight_profile(tmp_path_factory):
-    """A microcontroller-like profile whose MAC and SRAM budgets cut the tiny space in two."""
-    path = tmp_path_factory.mktemp("profiles") / "tight.toml"
-    path.write_text(
-        'name = "tight"\ndescription = "test profile"\n'
-        '[hardware]\ndtype = "int8"\nmacs_per_second = 1.0e8\nsram_bytes = 40000\n'
-        "flash_bytes = 400000\n"
-        '[task]\nobjectives = ["accuracy", "macs"]\n'
-        "[budgets]\nmax_macs = 1200000\nmax_peak_sram_bytes = 30000\n"
-    )
-    return path
-
-
-@pytest.fixture(scope="session")
 def search_run(tmp_path_factory, supernet_ckpt, tight_profile):
     from natv2.cli import main
 
