@@ -106,6 +106,16 @@ def high_tradeoff(front_records: Sequence[dict], objectives: Sequence[str]) -> l
     return [front_records[i] for i in sorted(picked)]
 
 
+def select_candidates(F: np.ndarray, k: int) -> list[int]:
+    """Which ``k`` rows of the predicted objectives ``F`` (minimised, column 0 the predicted
+    error) to evaluate. One objective: NAT's top-k predicted (spreading over the predicted
+    range would spend evaluations on the predicted worst); several: spread over the predicted
+    front from its most accurate point (:func:`spread_subset`)."""
+    if F.shape[1] == 1:
+        return [int(i) for i in np.argsort(F[:, 0], kind="stable")[:k]]
+    return spread_subset(F, k, int(np.argmin(F[:, 0])))
+
+
 def spread_subset(F: np.ndarray, k: int, first: int) -> list[int]:
     """Greedy max-min selection of ``k`` rows of ``F`` (normalised), starting from ``first``:
     candidates spread across the predicted front instead of clustering at one end."""

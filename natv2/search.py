@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from natv2 import __version__, rundir
 from natv2.accelerator import Accelerator
-from natv2.archive import OBJECTIVE_KEYS, front, high_tradeoff, keep_best, spread_subset
+from natv2.archive import OBJECTIVE_KEYS, front, high_tradeoff, keep_best, select_candidates
 from natv2.data import DatasetSplits
 from natv2.device_profiles import COST_KEYS, Profile
 from natv2.errors import Natv2Error
@@ -84,6 +84,9 @@ class SearchSettings:
     adapt_batch: int = 256
     adapt_lr: float = 2.5e-3
     adapt_subnets: int = 4
+    # accuracy-only searches: adaptation samples the genes of the archive's best this many
+    # (NAT: its top 150 by rank and crowding)
+    adapt_pool: int = 150
     calibration_images: int = 2000
     eval_batch: int = 250
     # transfer warm-up of the maximal networks when the supernet was pretrained on another
@@ -108,6 +111,7 @@ class SearchSettings:
                 adapt_steps=10,
                 adapt_batch=64,
                 adapt_lr=0.002,
+                adapt_pool=10,
                 calibration_images=128,
                 transfer_epochs=3,
                 transfer_steps=25,
@@ -128,6 +132,7 @@ class SearchSettings:
                 adapt_steps=2,
                 adapt_batch=16,
                 adapt_lr=0.02,
+                adapt_pool=4,
                 calibration_images=64,
                 transfer_epochs=1,
                 transfer_steps=6,
@@ -366,19 +371,28 @@ class NATv2Search:
         if not rows:
             return []
         F_rows = F_pop[rows]
-        first = int(np.argmin(F_rows[:, 0]))
-        picks = spread_subset(F_rows, s.candidates, first)
+        picks = select_candidates(F_rows, s.candidates)
         cands = [self.describe(X_pop[rows[i]]) for i in picks]
         for c, i in zip(cands, picks, strict=True):
             c["predicted_accuracy"] = float(1.0 - F_rows[i, 0])
         return [c for c in cands if c["feasible"]]
+
+    def adaptation_pool(self) -> list[dict]:
+        """The records whose per-gene distribution adaptation samples from: the front with
+        several objectives; with one, whose front is a single subnet, NAT's archive best (the
+        ``adapt_pool`` best by rank, as the archive keeps them)."""
+        archive, objectives = self.state.archive, self.job.objectives
+        if len(objectives) == 1:
+            feasible = [r for r in archive if r.get("feasible", True)] or archive
+            return keep_best(feasible, self.job.settings.adapt_pool, objectives)
+        return front(archive, objectives) or archive
 
     def adapt(self, iteration: int) -> None:
         """NAT's adaptation: train on subnets drawn from the current front's gene distribution."""
         s = self.job.settings
         if s.adapt_epochs == 0:  # search-strategy comparisons keep the supernet fixed
             return
-        fr = front(self.state.archive, self.job.objectives) or self.state.archive
+        fr = self.adaptation_pool()
         for width, net in self.nets.items():
             vectors = [r["vector"] for r in fr if self.job.space.decode(r["vector"]).width == width]
             if not vectors:
