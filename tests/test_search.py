@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -213,3 +214,66 @@ def test_default_run_dir_never_collides(tmp_path):
     (tmp_path / "search").mkdir()
     (tmp_path / "search-2").mkdir()
     assert free_run_dir(tmp_path, "search") == tmp_path / "search-3"
+
+
+def test_candidates_are_the_predicted_best_for_one_objective_and_spread_for_two():
+    from natv2.archive import select_candidates
+
+    rng = np.random.default_rng(0)
+    F1 = rng.random((30, 1))
+    assert select_candidates(F1, 5) == list(np.argsort(F1[:, 0])[:5])
+    F2 = np.column_stack([np.linspace(0, 1, 30), np.linspace(1, 0, 30)])
+    picks = select_candidates(F2, 3)
+    assert picks[0] == 0 and {0, 29} <= set(picks)  # the most accurate, then both ends
+
+
+def test_an_accuracy_only_search_proposes_the_predicted_best_and_adapts_on_many(
+    supernet_ckpt, digits, tmp_path, monkeypatch
+):
+    import natv2.search as search_mod
+    from natv2.archive import front
+    from natv2.search import NATv2Search, SearchJob, SearchSettings
+
+    profile_path = tmp_path / "acc.toml"
+    profile_path.write_text(
+        'name = "accuracy-only"\ndescription = "test"\n'
+        '[hardware]\ndtype = "float32"\nmacs_per_second = 1e8\n'
+        '[task]\nobjectives = ["accuracy"]\n[budgets]\nmax_macs = 3000000\n'
+    )
+    profile = load_profile(profile_path)
+    nets, _ = load_supernets(supernet_ckpt)
+    space = SearchSpace("exits+parallel", widths=(1.0,))
+    settings = SearchSettings.preset("smoke")
+    job = SearchJob(profile, space, settings, "lgbm", "natv2", 0, ("accuracy",))
+    acc = resolve_accelerator("cpu")
+    (tmp_path / "run").mkdir()
+    search = NATv2Search(job, nets, digits, acc, tmp_path / "run", log=lambda m: None)
+    search.preprocess()
+    chosen = []
+    real_select = search_mod.select_candidates
+
+    def spy(F, k):
+        picks = real_select(F, k)
+        chosen.append((F[:, 0].copy(), picks))
+        return picks
+
+    monkeypatch.setattr(search_mod, "select_candidates", spy)
+    cands = search.propose(1)
+    ((predicted_error, picks),) = chosen
+    assert len(picks) == min(settings.candidates, len(predicted_error)) and cands
+    worst_picked = max(predicted_error[picks])
+    assert (np.delete(predicted_error, picks) >= worst_picked).all()  # nothing better left out
+    # the front of one objective is one subnet; adaptation draws from the archive's best
+    assert len(front(search.state.archive, ("accuracy",))) == 1
+    pool = search.adaptation_pool()
+    assert len({tuple(r["vector"]) for r in pool}) == min(settings.adapt_pool, len(pool)) > 1
+    sampled = []
+    real_sampler = search_mod.front_sampler
+
+    def sampler_spy(vectors, sp):
+        sampled.append(len({tuple(v) for v in vectors}))
+        return real_sampler(vectors, sp)
+
+    monkeypatch.setattr(search_mod, "front_sampler", sampler_spy)
+    search.adapt(1)
+    assert sampled and sampled[0] > 1
