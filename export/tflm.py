@@ -35,7 +35,14 @@ import torch
 from natv2.errors import Natv2Error
 from natv2.export.tflite import read_tflite, require_tflite
 
-__all__ = ["TflmArena", "TflmRunner", "find_arena", "tflm_predictions"]
+__all__ = [
+    "TfliteValidation",
+    "TflmArena",
+    "TflmRunner",
+    "find_arena",
+    "tflm_predictions",
+    "validate_tflite",
+]
 
 # The child: reads arena sizes from stdin, answers "ok" or "fail" for each; "report N" prints
 # the RecordingMicroAllocator's lines (TFLM writes them to fd 2) after one run at size N.
@@ -251,3 +258,152 @@ def tflm_predictions(
         preds.append(out.argmax(1))
         labels.append(np.array([int(y) for _, y in items]))
     return np.concatenate(preds), np.concatenate(labels)
+
+
+@dataclass(frozen=True)
+class TfliteValidation:
+    """What ``natv2 validate MODEL.tflite`` prints; ``exit_code`` 0 when every budget passes.
+
+    Figures come from the file and from TFLM: params and MACs from the flatbuffer's conv,
+    depthwise and fully-connected ops; flash is the file's size (what is flashed); peak SRAM is
+    the smallest TFLM arena (activations + persistent parts); latency is the profile's MACs
+    estimate, or, for profiles timed on the host, TFLM's reference kernels on this host.
+    """
+
+    model: str
+    profile: Any  # natv2.device_profiles.Profile
+    graph: Any  # natv2.export.tflite.TfliteGraph
+    file_bytes: int
+    arena: TflmArena
+    estimated_latency_ms: float | None
+    host_latency_ms: float
+    accuracy: dict[str, Any] | None
+    checks: tuple[Any, ...]
+
+    @property
+    def latency_ms(self) -> float:
+        if self.profile.latency == "estimate" and self.estimated_latency_ms is not None:
+            return self.estimated_latency_ms
+        return self.host_latency_ms
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "format": "tflite",
+            "profile": self.profile.name,
+            "profile_source": self.profile.source,
+            "params": self.graph.params,
+            "macs": self.graph.macs,
+            "macs_counter": "tflite-flatbuffer",
+            "flash_bytes": self.file_bytes,
+            "peak_sram_bytes": self.arena.arena_bytes,
+            "tflite": self.graph.to_dict(),
+            "tflm": self.arena.to_dict(),
+            "latency": {
+                "budget_basis": "estimate" if self.profile.latency == "estimate" else "this host",
+                "latency_ms": self.latency_ms,
+                "estimate_ms": self.estimated_latency_ms,
+                "tflm_host_ms": self.host_latency_ms,
+            },
+            "accuracy": self.accuracy,
+            "checks": [c.to_dict() for c in self.checks],
+            "passed": self.passed,
+        }
+
+    def to_text(self) -> str:
+        g, a = self.graph, self.arena
+        shape = "x".join(map(str, g.input.shape))
+        lines = [
+            f"model      {self.model}",
+            f"input      {shape} {g.input.dtype} (scale {g.input.scale}, zero point "
+            f"{g.input.zero_point}); {'fully int8' if g.fully_int8 else 'NOT fully int8'}",
+            f"profile    {self.profile.name} ({self.profile.source})",
+            f"params     {g.params:,}",
+            f"MACs       {g.macs:,} (TFLite flatbuffer)",
+            f"flash      {self.file_bytes:,} bytes (the file)",
+            f"TFLM arena {a.arena_bytes:,} bytes (activations {a.head_bytes:,} + persistent "
+            f"{a.tail_bytes:,})",
+        ]
+        if self.estimated_latency_ms is not None:
+            lines.append(f"latency    {self.estimated_latency_ms:.3f} ms estimate")
+        lines.append(
+            f"           TFLM on this host: {self.host_latency_ms:.3f} ms (reference kernels)"
+        )
+        if self.accuracy is not None:
+            acc = self.accuracy
+            lines.append(
+                f"top-1      {100 * acc['top1']:.2f} % on {acc['dataset']} test "
+                f"({acc['images']} images, TFLM)"
+            )
+        for c in self.checks:
+            lines.append(
+                f"{c.name:<24}{c.value:>16,.0f}{c.budget:>16,.0f}  {'pass' if c.passed else 'FAIL'}"
+            )
+        failed = [c.name for c in self.checks if not c.passed]
+        lines.append(f"verdict    FAIL ({', '.join(failed)})" if failed else "verdict    pass")
+        return "\n".join(lines)
+
+
+def validate_tflite(
+    model_path: str | Path,
+    profile,
+    *,
+    dataset=None,
+    dataset_name: str | None = None,
+    runs: int = 10,
+    limit: int | None = None,
+) -> TfliteValidation:
+    """Check a .tflite file against ``profile`` with TFLM in the loop (class docstring)."""
+    import time
+
+    require_tflite("validating a .tflite file")
+    path = Path(model_path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise Natv2Error(f"{path}: cannot read the model ({exc.strerror})") from None
+    graph = read_tflite(data, str(path))
+    arena = find_arena(data)
+    runner = TflmRunner(data, arena.arena_bytes)
+    _, h, w, c = runner.shape
+    if c != 3 or h != w:
+        raise Natv2Error(f"{path}: input {runner.shape}: expected 1 x R x R x 3 (an RGB image)")
+    x = torch.zeros(1, 3, h, w)
+    times = []
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        runner.outputs(x)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    host_ms = float(np.median(times))
+    accuracy = None
+    if dataset is not None:
+        pred, labels = tflm_predictions(runner, dataset, h, limit)
+        accuracy = {
+            "top1": float(np.mean(pred == labels)),
+            "images": len(labels),
+            "dataset": dataset_name or getattr(dataset, "name", "dataset"),
+        }
+    estimate = profile.estimate_latency_ms(graph.macs) if profile.macs_per_second else None
+    partial = TfliteValidation(
+        str(path), profile, graph, len(data), arena, estimate, host_ms, accuracy, ()
+    )
+    checks = profile.check(
+        {
+            "params": graph.params,
+            "macs": graph.macs,
+            "flash_bytes": len(data),
+            "peak_sram_bytes": arena.arena_bytes,
+            "latency_ms": partial.latency_ms,
+        }
+    )
+    return TfliteValidation(
+        str(path), profile, graph, len(data), arena, estimate, host_ms, accuracy, tuple(checks)
+    )
