@@ -245,10 +245,11 @@ def inline_buffers(data: bytes) -> bytes:
 
 
 def prepend_reverse(data: bytes) -> bytes:
-    """``data`` with a REVERSE_V2 over H and W in front of its input: the file then takes
-    the upright image. Added after quantization because ai-edge-quantizer leaves REVERSE_V2
-    in float (with DEQUANTIZE/QUANTIZE around it); a reversal only moves int8 values, so the
-    new input tensor has the old input's type, shape and quantization."""
+    """``data`` with a REVERSE_V2 over H and W in front of its input (the file then takes
+    the upright image) and short tensor names. Added after quantization because
+    ai-edge-quantizer leaves REVERSE_V2 in float (with DEQUANTIZE/QUANTIZE around it); a
+    reversal only moves int8 values, so the new input tensor has the old input's type, shape
+    and quantization."""
     schema = _schema()
     model = _model_object(data)
     g = model.subgraphs[0]
@@ -297,6 +298,12 @@ def prepend_reverse(data: bytes) -> bytes:
         for t in sig.inputs or []:
             if t.tensorIndex == old_in:
                 t.tensorIndex = in_i
+    # the converter names every tensor by its module scope (hundreds of bytes each, a fifth
+    # of a tiny model's file, i.e. flash): short ids, the graph input and output keep theirs
+    keep = {in_i, *(int(i) for i in g.outputs)}
+    for i, t in enumerate(g.tensors):
+        if i not in keep:
+            t.name = f"t{i}".encode()
     return _pack(model)
 
 
