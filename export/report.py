@@ -5,6 +5,8 @@ fine-tuned one, an AEP ensemble) with its Arch, and writes::
 
     OUT/model.onnx        float32, dynamic batch, metadata (natv2.export.onnx)
     OUT/model.int8.onnx   QDQ int8 (when the profile's dtype is int8, or asked for)
+    OUT/model.int8.tflite fully int8 TFLite (int8 profiles, with the ``tflite`` extra; or asked
+                          for), run by TensorFlow Lite Micro (natv2.export.tflite / .tflm)
     OUT/model.pt          state dict of the plain module   } written by the caller's
     OUT/arch.json         rebuilds it without the supernet } ``save_module``
     OUT/report.json       everything below, with the sha256 of every other file
@@ -18,7 +20,9 @@ Figures: params (module, BatchNorm-folded, graph) and MACs (graph, fvcore, cost 
 counter and the cost model; parity of onnxruntime against PyTorch; top-1 of the float and int8
 models on the test split and how often they agree; onnxruntime latency on this host (and the
 profile's MACs-based estimate); the profile's verdict on the deployed model (the int8 file for
-int8 profiles).
+int8 profiles). With the TFLite file: its graph (ops, tensor types, quantization of input and
+output), the smallest TFLM arena (activations + persistent parts), TFLM top-1 on the same test
+images and its agreement with onnxruntime int8 (``report["tflite"]``, ``report["tflm"]``).
 """
 
 from __future__ import annotations
@@ -61,14 +65,25 @@ from natv2.profiling.latency import measure_latency
 from natv2.space import Arch
 from natv2.untrusted import check_out_folder, file_errors, path_error
 
-__all__ = ["EXPORT_FORMAT", "FLOAT_FILE", "INT8_FILE", "REPORT_FILE", "export_folder", "summary"]
+__all__ = [
+    "EXPORT_FORMAT",
+    "FLOAT_FILE",
+    "INT8_FILE",
+    "REPORT_FILE",
+    "TFLITE_FILE",
+    "export_folder",
+    "summary",
+]
 
 EXPORT_FORMAT = "natv2-export/1"
 FLOAT_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 REPORT_FILE = "report.json"
+TFLITE_FILE = "model.int8.tflite"  # = natv2.export.tflite.TFLITE_FILE (kept import-free here)
 # What an export folder may hold: an existing OUT with anything else is not replaced.
-_EXPORT_FILES = frozenset({FLOAT_FILE, INT8_FILE, REPORT_FILE, "model.pt", "arch.json"})
+_EXPORT_FILES = frozenset(
+    {FLOAT_FILE, INT8_FILE, TFLITE_FILE, REPORT_FILE, "model.pt", "arch.json"}
+)
 PARITY_BATCHES = (1, 7)
 
 
@@ -143,6 +158,7 @@ def export_folder(
     profile: Profile | None = None,
     dataset=None,
     int8: bool | None = None,
+    tflite: bool | None = None,
     search_accuracy: float | None = None,
     source: dict[str, Any] | None = None,
     latency_runs: int = 50,
@@ -163,7 +179,9 @@ def export_folder(
     (e.g. ``natv2.aep.aep_cost`` of an AEP model), checked the same way; neither: no cost model
     check (fvcore and the graph counter must still agree). ``dataset``: a
     ``natv2.data.DatasetSplits`` (or None): real images for parity, int8 calibration images and
-    the test split for top-1. ``int8``: None lets the profile's dtype decide.
+    the test split for top-1. ``int8``: None lets the profile's dtype decide. ``tflite``: write
+    and check ``model.int8.tflite``; None: for int8 profiles when the ``tflite`` extra is
+    installed (else the report says why there is none); True without the extra is an error.
     """
     from natv2.profiling.cost import subnet_cost
 
@@ -189,6 +207,22 @@ def export_folder(
             "int8 export needs calibration images: give --dataset (the dataset the model was "
             "trained on), or --no-int8"
         )
+    from natv2.export.tflite import INSTALL_HINT, require_tflite, tflite_available
+
+    tflite_note = None
+    if tflite is None:
+        want_tflite = dtype == "int8" and want_int8 and tflite_available()
+        if dtype == "int8" and want_int8 and not want_tflite:
+            tflite_note = f"not written: the tflite extra is not installed ({INSTALL_HINT})"
+    else:
+        want_tflite = bool(tflite)
+    if want_tflite:
+        require_tflite("--tflite")
+        if dataset is None:
+            raise Natv2Error(
+                "TFLite int8 export needs calibration images: give --dataset (the dataset the "
+                "model was trained on), or --no-tflite"
+            )
 
     # ---- float graph, checker, counts
     log(f"exporting {arch.id} ({type(module).__name__}) with {EXPORTER}")
@@ -245,13 +279,15 @@ def export_folder(
     int8_model = int8_session = int8_costs = None
     int8_parity: list[dict[str, Any]] = []
     calib_n = 0
-    if want_int8:
-        from natv2.export.quantize import quantize_int8
-
+    calib: list[torch.Tensor] = []
+    if want_int8 or want_tflite:
         calib = _prepared_batches(
             dataset, _calibration_set(dataset, calibration_images), resolution
         )
         calib_n = sum(len(b) for b in calib)
+    if want_int8:
+        from natv2.export.quantize import quantize_int8
+
         log(f"quantizing to int8 (QDQ, per-channel), calibrated on {calib_n} train images")
         int8_model = quantize_int8(model, [b.numpy() for b in calib], input_name=INPUT_NAME)
         set_metadata(int8_model, {**props, "dtype": "int8"})
@@ -271,6 +307,22 @@ def export_folder(
                 }
             )
 
+    # ---- int8 TFLite, run by TFLM
+    tfl = arena = runner = None
+    if want_tflite:
+        from natv2.export.tflite import convert_int8
+        from natv2.export.tflm import TflmRunner, find_arena
+
+        log(
+            f"converting to int8 TFLite (litert-torch + ai-edge-quantizer), calibrated on "
+            f"{calib_n} train images"
+        )
+        checks = torch.cat([x for _, x in batches if len(x) == max(PARITY_BATCHES)])
+        tfl = convert_int8(module, resolution, calib, check_inputs=checks)
+        log("finding the smallest TFLM arena (binary search)")
+        arena = find_arena(tfl.model)
+        runner = TflmRunner(tfl.model, arena.arena_bytes)
+
     # ---- accuracy on the test split
     accuracy: dict[str, Any] = {
         "dataset": None,
@@ -281,9 +333,11 @@ def export_folder(
         "int8_float_agreement": None,
         "search_val_accuracy": search_accuracy,
     }
+    tflm_accuracy: dict[str, Any] | None = None
     if dataset is not None:
         log(f"top-1 on the {dataset.name} test split")
         pred, labels = _predictions(session, dataset, resolution, test_limit)
+        pred8 = None
         accuracy.update(
             {
                 "dataset": dataset.name,
@@ -296,6 +350,21 @@ def export_folder(
             pred8, _ = _predictions(int8_session, dataset, resolution, test_limit)
             accuracy["int8_top1"] = float(np.mean(pred8 == labels))
             accuracy["int8_float_agreement"] = float(np.mean(pred8 == pred))
+        if runner is not None:
+            from natv2.export.tflm import tflm_predictions
+
+            log(f"TFLM top-1 on {len(labels)} test images")
+            pred_t, _ = tflm_predictions(runner, dataset, resolution, test_limit)
+            tflm_accuracy = {
+                "dataset": dataset.name,
+                "split": "test",
+                "images": len(labels),
+                "top1": float(np.mean(pred_t == labels)),
+                "agreement_with_onnx_int8": None
+                if pred8 is None
+                else float(np.mean(pred_t == pred8)),
+                "agreement_with_float": float(np.mean(pred_t == pred)),
+            }
 
     # ---- latency
     host: dict[str, Any] = {}
@@ -396,8 +465,24 @@ def export_folder(
             "int8_vs_float": int8_parity or None,
         },
         "int8": None,
+        "tflite": None if tfl is None else tfl.to_dict(),
+        "tflm": None
+        if arena is None
+        else {
+            "runtime": "tflite-micro Python interpreter (TFLM reference kernels)",
+            **arena.to_dict(),
+            "natv2_peak_sram_bytes": {
+                "onnx_graph": graph_costs.peak_activation_bytes,
+                "cost_model": None
+                if cost_at_dtype is None
+                else cost_at_dtype.peak_activation_bytes,
+            },
+            "accuracy": tflm_accuracy,
+        },
         "files": {},
     }
+    if tflite_note is not None:
+        report["tflite"] = {"note": tflite_note}
     if int8_model is not None:
         assert int8_costs is not None
         report["params"]["int8_graph"] = int8_costs.params
@@ -420,6 +505,8 @@ def export_folder(
         (tmp / FLOAT_FILE).write_bytes(model.SerializeToString())
         if int8_model is not None:
             (tmp / INT8_FILE).write_bytes(int8_model.SerializeToString())
+        if tfl is not None:
+            (tmp / TFLITE_FILE).write_bytes(tfl.model)
         save_module(tmp)
         files = {
             p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
@@ -485,6 +572,25 @@ def summary(report: dict[str, Any]) -> str:
             f"int8       {q['file_bytes']:,} B vs float {q['float_file_bytes']:,} B "
             f"({q['size_ratio']:.2f}x smaller), calibrated on {q['calibration_images']} images"
         )
+    tfl, tflm = r.get("tflite"), r.get("tflm")
+    if tfl is not None and "file_bytes" in tfl:
+        io_ = tfl["input"]
+        lines.append(
+            f"tflite     {tfl['file_bytes']:,} B, "
+            f"{'fully int8' if tfl['fully_int8'] else 'NOT fully int8'}, "
+            f"{sum(tfl['ops'].values())} ops, no PAD; input {io_['dtype']} "
+            f"{'x'.join(map(str, io_['shape']))} (scale {io_['scale']:.4g}, "
+            f"zero point {io_['zero_point']})"
+        )
+    elif tfl is not None and "note" in tfl:
+        lines.append(f"tflite     {tfl['note']}")
+    if tflm is not None:
+        peak = tflm["natv2_peak_sram_bytes"]["onnx_graph"]
+        lines.append(
+            f"TFLM arena {_fmt_bytes(tflm['arena_bytes'])}: activations "
+            f"{tflm['activations_bytes']:,} B + persistent {tflm['persistent_bytes']:,} B "
+            f"(natv2 peak SRAM {peak:,} B)"
+        )
     acc = r["accuracy"]
     if acc.get("float_top1") is not None:
         text = f"top-1      float {100 * acc['float_top1']:.2f} %"
@@ -495,6 +601,13 @@ def summary(report: dict[str, Any]) -> str:
             )
         text += f" on {acc['dataset']} test ({acc['images']} images)"
         lines.append(text)
+    if tflm is not None and tflm.get("accuracy") is not None:
+        t = tflm["accuracy"]
+        agree = t["agreement_with_onnx_int8"]
+        lines.append(
+            f"TFLM       top-1 {100 * t['top1']:.2f} % on {t['images']} test images"
+            + ("" if agree is None else f", agrees with onnxruntime int8 on {100 * agree:.1f} %")
+        )
     if acc.get("search_val_accuracy") is not None:
         lines.append(f"search     val top-1 {100 * acc['search_val_accuracy']:.2f} %")
     host = lat["host"] or {}

@@ -100,7 +100,18 @@ def test_every_returned_subnet_exports_validates_and_runs(cli, search_run, tight
     records += json.loads((search_run / "high_tradeoff.json").read_text())
     x = torch.stack([digits.test[i][0] for i in range(8)])
     for rec in {r["id"]: r for r in records}.values():
-        res = cli("export", search_run, "--subnet", rec["id"], "--runs", "0", "--limit", "64")
+        # --no-tflite: the int8 TFLite path (~10-20 s a subnet) is tested in test_tflite.py
+        res = cli(
+            "export",
+            search_run,
+            "--subnet",
+            rec["id"],
+            "--runs",
+            "0",
+            "--limit",
+            "64",
+            "--no-tflite",
+        )
         assert res.code == 0, (rec["id"], res.err)
         folder = search_run / "exports" / rec["id"]
         report = json.loads((folder / "report.json").read_text())

@@ -1,4 +1,5 @@
-"""``natv2 export``: a subnet as a deployment folder (ONNX float and int8, weights, report).
+"""``natv2 export``: a subnet as a deployment folder (ONNX float and int8, int8 TFLite checked by
+TensorFlow Lite Micro, weights, report).
 
 Two sources:
 
@@ -146,6 +147,12 @@ def export(
     int8: bool | None = typer.Option(
         None, "--int8/--no-int8", help="Write model.int8.onnx (default: when the profile is int8)."
     ),
+    tflite: bool | None = typer.Option(
+        None,
+        "--tflite/--no-tflite",
+        help="Write model.int8.tflite and run it in TensorFlow Lite Micro (default: for int8 "
+        'profiles, when pip install "natv2[tflite]" is done).',
+    ),
     dataset: str | None = typer.Option(
         None,
         "--dataset",
@@ -167,7 +174,8 @@ def export(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Export a subnet: ONNX (float, and int8 for int8 profiles), weights, arch and a report."""
+    """Export a subnet: ONNX (float, and int8 + int8 TFLite for int8 profiles), weights, arch
+    and a report."""
     if (run_dir is None) == (supernet is None):
         raise Natv2Error(
             "give either RUN_DIR --subnet ID (a search run) or --supernet CKPT --arch VECTOR "
@@ -200,6 +208,7 @@ def export(
 
     report = export_folder(
         int8=int8,
+        tflite=tflite,
         latency_runs=runs,
         threads=threads,
         test_limit=limit,

@@ -15,7 +15,9 @@ from natv2.untrusted import MAX_COUNT, MAX_RESOLUTION, MAX_RUNS, MAX_THREADS
 
 
 def validate(
-    model: Path = typer.Argument(..., help="The ONNX model (an image classifier, N x C x H x W)."),
+    model: Path = typer.Argument(
+        ..., help="The ONNX model (an image classifier, N x C x H x W) or an int8 .tflite file."
+    ),
     device: str = typer.Option(
         ..., "--device", help="Device profile: a shipped name (natv2 profiles list) or a TOML path."
     ),
@@ -46,8 +48,15 @@ def validate(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Params, MACs, flash, peak memory, latency (and top-1) of MODEL against a device profile."""
+    """Params, MACs, flash, peak memory, latency (and top-1) of MODEL against a device profile.
+
+    MODEL is an ONNX file, or a .tflite file (then run by TensorFlow Lite Micro: the arena is
+    its peak SRAM; needs pip install "natv2[tflite]")."""
     from natv2.device_profiles import load_profile
+
+    if model.suffix.lower() == ".tflite":
+        _validate_tflite(model, load_profile(device), dataset, data_dir, runs, limit, as_json)
+        return
     from natv2.export.validate import validate_onnx
     from natv2.profiling.counters import image_input, load_onnx
 
@@ -68,6 +77,27 @@ def validate(
         warmup=warmup,
         runs=runs,
         limit=limit,
+    )
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        typer.echo(report.to_text())
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def _validate_tflite(model, profile, dataset, data_dir, runs, limit, as_json) -> None:
+    from natv2.export.tflite import require_tflite
+    from natv2.export.tflm import validate_tflite
+
+    require_tflite("validating a .tflite file")
+    splits = None
+    if dataset is not None:
+        from natv2.data import load_dataset
+
+        splits = load_dataset(dataset, data_dir=data_dir, download=False)
+    report = validate_tflite(
+        model, profile, dataset=splits, dataset_name=dataset, runs=min(runs, 20), limit=limit
     )
     if as_json:
         emit_json(report.to_json())
