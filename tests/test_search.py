@@ -100,21 +100,15 @@ def test_every_returned_subnet_exports_validates_and_runs(cli, search_run, tight
     records += json.loads((search_run / "high_tradeoff.json").read_text())
     x = torch.stack([digits.test[i][0] for i in range(8)])
     for rec in {r["id"]: r for r in records}.values():
-        # --no-tflite: the int8 TFLite path (~10-20 s a subnet) is tested in test_tflite.py
-        res = cli(
-            "export",
-            search_run,
-            "--subnet",
-            rec["id"],
-            "--runs",
-            "0",
-            "--limit",
-            "64",
-            "--no-tflite",
-        )
+        # the int8 profile makes export write and check model.int8.tflite too (~10-20 s each)
+        res = cli("export", search_run, "--subnet", rec["id"], "--runs", "0", "--limit", "64")
         assert res.code == 0, (rec["id"], res.err)
         folder = search_run / "exports" / rec["id"]
         report = json.loads((folder / "report.json").read_text())
+        assert (folder / "model.int8.tflite").is_file(), rec["id"]
+        tflm = report["tflm"]
+        assert tflm["arena_bytes"] == tflm["activations_bytes"] + tflm["persistent_bytes"]
+        assert tflm["activations_bytes"] >= report["memory"]["peak_sram_bytes"]["cost_model"]
         assert report["params"]["graph"] == report["params"]["folded"], rec["id"]
         assert report["params"]["cost_model"] == report["params"]["module"] == rec["params"]
         assert len(set(report["macs"].values())) == 1 and report["macs"]["fvcore"] == rec["macs"]
