@@ -282,9 +282,9 @@ class TfliteValidation:
 
     @property
     def latency_ms(self) -> float:
-        if self.profile.latency == "estimate" and self.estimated_latency_ms is not None:
-            return self.estimated_latency_ms
-        return self.host_latency_ms
+        from natv2.export.validate import judged_latency_ms
+
+        return judged_latency_ms(self.profile, self.estimated_latency_ms, self.host_latency_ms)
 
     @property
     def passed(self) -> bool:

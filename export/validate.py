@@ -25,7 +25,7 @@ from natv2.profiling.counters import GraphCosts, image_input, load_onnx, onnx_co
 from natv2.profiling.latency import LatencyStats, measure_latency, physical_cores, run_failure
 from natv2.untrusted import MAX_RESOLUTION, read_int
 
-__all__ = ["DatasetLike", "ValidationReport", "top1_accuracy", "validate_onnx"]
+__all__ = ["DatasetLike", "ValidationReport", "judged_latency_ms", "top1_accuracy", "validate_onnx"]
 
 #: most bytes of input images prepared at once for top-1 (at --resolution 2048 one image is
 #: 48 MiB as float32, and a batch of 64 would need 3 GiB before onnxruntime even runs)
@@ -51,6 +51,14 @@ class Accuracy:
         return {"top1": self.top1, "images": self.images, "dataset": self.dataset}
 
 
+def judged_latency_ms(profile: Profile, estimated_ms: float | None, measured_ms: float) -> float:
+    """The latency a profile's budget judges: its MAC-based estimate when the profile says
+    ``latency = "estimate"`` (and one exists), else the time measured on this host."""
+    if profile.latency == "estimate" and estimated_ms is not None:
+        return estimated_ms
+    return measured_ms
+
+
 @dataclass(frozen=True)
 class ValidationReport:
     """Everything ``natv2 validate`` prints; ``exit_code`` is 0 when every budget passes."""
@@ -70,9 +78,9 @@ class ValidationReport:
 
     @property
     def latency_ms(self) -> float:
-        if self.profile.latency == "estimate" and self.estimated_latency_ms is not None:
-            return self.estimated_latency_ms
-        return self.host_latency.median_ms
+        return judged_latency_ms(
+            self.profile, self.estimated_latency_ms, self.host_latency.median_ms
+        )
 
     @property
     def passed(self) -> bool:

@@ -78,12 +78,7 @@ def validate(
         runs=runs,
         limit=limit,
     )
-    if as_json:
-        emit_json(report.to_json())
-    else:
-        typer.echo(report.to_text())
-    if report.exit_code:
-        raise typer.Exit(report.exit_code)
+    _emit(report, as_json)
 
 
 def _validate_tflite(model, profile, dataset, data_dir, runs, limit, as_json) -> None:
@@ -99,6 +94,11 @@ def _validate_tflite(model, profile, dataset, data_dir, runs, limit, as_json) ->
     report = validate_tflite(
         model, profile, dataset=splits, dataset_name=dataset, runs=min(runs, 20), limit=limit
     )
+    _emit(report, as_json)
+
+
+def _emit(report, as_json: bool) -> None:
+    """Print an ONNX or TFLite validation report; exit 1 when the model does not fit."""
     if as_json:
         emit_json(report.to_json())
     else:
