@@ -292,7 +292,7 @@ def test_int8_export_on_digits(supernets, digits, tmp_path):
     assert report["verdict"]["deployed_file"] == INT8_FILE
     assert {c["name"] for c in report["verdict"]["checks"]} >= {"macs", "flash_bytes"}
     assert report["latency"]["latency_ms"] == pytest.approx(report["latency"]["estimate_ms"])
-    assert set(report["latency"]["host"]) == {"float", "int8"}
+    assert set(report["latency"]["host"]) == {"float", "int8", "int8_host"}
     assert len(report["parity"]["float"]) == 4  # random and real images, batch 1 and 7
     text = summary(report)
     assert "int8" in text and "top-1" in text
