@@ -14,6 +14,43 @@ Then :func:`compact_qdq` removes what the deployed file does not need and what w
 bias) DequantizeLinear nodes (optional inputs that default to 0), and long tensor names, which
 become short ids (graph input and output keep their names; the float model keeps the module's
 names). Outputs are bit-identical before and after (tested).
+
+Two activation types, one per artefact (``activations=``): ``"int8"`` (the default) is the
+microcontroller artefact ``model.int8.onnx``, int8 activations as TFLite Micro runs them;
+``"uint8"`` is the host artefact ``model.int8-host.onnx``, the same int8 per-channel weights
+(the same calibration, hence the same scales) with asymmetric QUInt8 activations. Both are
+asymmetric MinMax over the same calibration images, so the uint8 zero points are the int8 ones
+plus 128 (checked on the large subnet: all 199 QuantizeLinear nodes) and the files compute the
+same integers; only what onnxruntime makes of them differs. On x86 its graph optimiser turns
+the large subnet's u8 file into QLinear operators throughout (89 of 89 Conv, every Mul, Add and
+GlobalAveragePool); of the s8 file it fuses 46 of 89 Conv (in NHWC, with 60 Transposes around
+them) and no Mul or Add, and runs the rest in float between DequantizeLinear and QuantizeLinear.
+
+Measured (onnxruntime 1.32.0, AMD EPYC with AVX-512 VNNI, 2 intra-op threads, batch 1, median
+ms of 100-200 runs; the untrained ``tiny`` supernet's small r48 / medium r56 / large r64 subnets
+of ``benchmarks/export_latency.py``; shared machine, +-30 % run to run)::
+
+    setting (all MinMax, activations asymmetric)    small   medium  large   large file
+    float32                                         0.096   0.151   0.25    2.36 MB
+    QDQ, s8 activations, s8 per-channel (int8)      0.259   0.538   1.4-2.2 735 kB
+    QDQ, u8 activations, s8 per-channel (host)      0.114   0.191   0.36    734 kB
+    QDQ, u8 activations, s8 per-tensor              0.115   0.184   0.37-.52 661 kB
+    QDQ, u8 activations, s8 per-channel, reduce_rng 0.115   0.194   0.34    734 kB
+    QDQ, u8 activations, u8 per-channel             0.135   0.250   0.49    754 kB
+    QOperator, u8 activations, s8 per-channel       0.117   0.193   0.35    827 kB
+    QOperator, u8 activations, s8 per-tensor        0.113   0.187   0.48    782 kB
+    QOperator, s8 activations, s8 per-channel       0.286   0.524   1.2     828 kB
+
+(1 thread, large: float 0.41, s8 activations 3.6, host setting 0.41, per-tensor 0.60 ms.) So
+the activation type is what matters (u8 activations 2.3-6x faster than s8); per-tensor weights,
+reduce_range and QOperator are within the noise of the chosen setting and buy nothing, u8
+weights are slower. The host file keeps QDQ (standard operators that
+``natv2.profiling.counters`` reads), per-channel s8 weights (the microcontroller file's
+weights, so top-1 matches it) and no reduce_range: onnxruntime's ``quantize_static``
+documentation advises reduce_range only on x86 without VNNI, where u8 x s8 products can
+saturate; the export reports the host file's top-1 and agreement with float, which would show
+it. On these tiny subnets float32 stays the fastest on this host (the quantize / dequantize at
+the edges and the small convolutions outweigh the integer arithmetic).
 """
 
 from __future__ import annotations
@@ -31,7 +68,10 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from natv2.errors import Natv2Error
 
-__all__ = ["BatchReader", "compact_qdq", "quantize_int8"]
+__all__ = ["ACTIVATION_TYPES", "BatchReader", "compact_qdq", "quantize_int8"]
+
+#: ``activations=`` of :func:`quantize_int8`: the microcontroller artefact, the host one
+ACTIVATION_TYPES = ("int8", "uint8")
 
 
 class BatchReader(CalibrationDataReader):
@@ -67,8 +107,10 @@ def quantize_int8(
     batches: Iterable[np.ndarray],
     *,
     input_name: str = "input",
+    activations: str = "int8",
 ) -> onnx.ModelProto:
-    """The int8 QDQ model of ``float_model`` calibrated on ``batches`` (module docstring)."""
+    """The int8 QDQ model of ``float_model`` calibrated on ``batches`` (module docstring):
+    ``activations="int8"`` for the microcontroller file, ``"uint8"`` for the host file."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -77,6 +119,11 @@ def quantize_int8(
         quantize_static,
     )
 
+    if activations not in ACTIVATION_TYPES:
+        raise Natv2Error(
+            f"int8 activations must be one of {', '.join(ACTIVATION_TYPES)}, got {activations!r}"
+        )
+    activation_type = QuantType.QInt8 if activations == "int8" else QuantType.QUInt8
     reader = BatchReader(input_name, batches)
     if reader.images == 0:
         raise Natv2Error("int8 calibration needs at least one image")
@@ -94,7 +141,7 @@ def quantize_int8(
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 weight_type=QuantType.QInt8,
-                activation_type=QuantType.QInt8,
+                activation_type=activation_type,
                 calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}},
             )

@@ -4,7 +4,12 @@
 fine-tuned one, an AEP ensemble) with its Arch, and writes::
 
     OUT/model.onnx        float32, dynamic batch, metadata (natv2.export.onnx)
-    OUT/model.int8.onnx   QDQ int8 (when the profile's dtype is int8, or asked for)
+    OUT/model.int8.onnx   QDQ int8 (when the profile's dtype is int8, or asked for): int8
+                          activations, the microcontroller artefact
+    OUT/model.int8-host.onnx  the same int8 weights with uint8 activations, for hosts: written
+                          with model.int8.onnx; onnxruntime on x86 fuses its QDQ nodes into
+                          QLinear kernels, which it does not do for int8 activations
+                          (natv2.export.quantize has the measurements)
     OUT/model.int8.tflite fully int8 TFLite (int8 profiles, with the ``tflite`` extra; or asked
                           for), run by TensorFlow Lite Micro (natv2.export.tflite / .tflm)
     OUT/model.pt          state dict of the plain module   } written by the caller's
@@ -17,10 +22,11 @@ only if it is an export folder or empty). On any failure no trace is left.
 
 Figures: params (module, BatchNorm-folded, graph) and MACs (graph, fvcore, cost model) from
 ``natv2.export.onnx.check_counts``; flash and peak SRAM at the profile's dtype from the graph
-counter and the cost model; parity of onnxruntime against PyTorch; top-1 of the float and int8
-models on the test split and how often they agree; onnxruntime latency on this host (and the
-profile's MACs-based estimate); the profile's verdict on the deployed model (the int8 file for
-int8 profiles). With the TFLite file: its graph (ops, tensor types, quantization of input and
+counter and the cost model; parity of onnxruntime against PyTorch; top-1 of the float, int8
+and int8 host models on the test split and how often each int8 file agrees with float;
+onnxruntime latency on this host of every ONNX file (and the profile's MACs-based estimate);
+the profile's verdict on the deployed model (the int8 file for int8 profiles; never the host
+file). With the TFLite file: its graph (ops, tensor types, quantization of input and
 output), the smallest TFLM arena (activations + persistent parts), TFLM top-1 on the same test
 images and its agreement with onnxruntime int8 (``report["tflite"]``, ``report["tflm"]``).
 """
@@ -69,6 +75,7 @@ __all__ = [
     "EXPORT_FORMAT",
     "FLOAT_FILE",
     "INT8_FILE",
+    "INT8_HOST_FILE",
     "REPORT_FILE",
     "TFLITE_FILE",
     "export_folder",
@@ -78,11 +85,12 @@ __all__ = [
 EXPORT_FORMAT = "natv2-export/1"
 FLOAT_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+INT8_HOST_FILE = "model.int8-host.onnx"
 REPORT_FILE = "report.json"
 TFLITE_FILE = "model.int8.tflite"  # = natv2.export.tflite.TFLITE_FILE (kept import-free here)
 # What an export folder may hold: an existing OUT with anything else is not replaced.
 _EXPORT_FILES = frozenset(
-    {FLOAT_FILE, INT8_FILE, TFLITE_FILE, REPORT_FILE, "model.pt", "arch.json"}
+    {FLOAT_FILE, INT8_FILE, INT8_HOST_FILE, TFLITE_FILE, REPORT_FILE, "model.pt", "arch.json"}
 )
 PARITY_BATCHES = (1, 7)
 
@@ -277,6 +285,7 @@ def export_folder(
 
     # ---- int8
     int8_model = int8_session = int8_costs = None
+    host_model = host_session = None
     int8_parity: list[dict[str, Any]] = []
     calib_n = 0
     calib: list[torch.Tensor] = []
@@ -306,6 +315,13 @@ def export_folder(
                     "argmax_agreement": float(np.mean(q.argmax(1) == ref.argmax(1))),
                 }
             )
+        log("quantizing the host file (int8 weights, uint8 activations) on the same images")
+        host_model = quantize_int8(
+            model, [b.numpy() for b in calib], input_name=INPUT_NAME, activations="uint8"
+        )
+        set_metadata(host_model, {**props, "dtype": "int8", "activations": "uint8"})
+        check_onnx(host_model, "the int8 host model")
+        host_session = ort_session(host_model, threads)
 
     # ---- int8 TFLite, run by TFLM
     tfl = arena = runner = None
@@ -331,6 +347,8 @@ def export_folder(
         "float_top1": None,
         "int8_top1": None,
         "int8_float_agreement": None,
+        "int8_host_top1": None,
+        "int8_host_float_agreement": None,
         "search_val_accuracy": search_accuracy,
     }
     tflm_accuracy: dict[str, Any] | None = None
@@ -350,6 +368,10 @@ def export_folder(
             pred8, _ = _predictions(int8_session, dataset, resolution, test_limit)
             accuracy["int8_top1"] = float(np.mean(pred8 == labels))
             accuracy["int8_float_agreement"] = float(np.mean(pred8 == pred))
+        if host_session is not None:
+            pred_h, _ = _predictions(host_session, dataset, resolution, test_limit)
+            accuracy["int8_host_top1"] = float(np.mean(pred_h == labels))
+            accuracy["int8_host_float_agreement"] = float(np.mean(pred_h == pred))
         if runner is not None:
             from natv2.export.tflm import tflm_predictions
 
@@ -377,6 +399,14 @@ def export_folder(
         if int8_model is not None:
             host["int8"] = measure_latency(
                 int8_model.SerializeToString(),
+                shape,
+                intra_op_threads=threads,
+                warmup=latency_warmup,
+                runs=latency_runs,
+            ).to_dict()
+        if host_model is not None:
+            host["int8_host"] = measure_latency(
+                host_model.SerializeToString(),
                 shape,
                 intra_op_threads=threads,
                 warmup=latency_warmup,
@@ -465,6 +495,7 @@ def export_folder(
             "int8_vs_float": int8_parity or None,
         },
         "int8": None,
+        "int8_host": None,
         "tflite": None if tfl is None else tfl.to_dict(),
         "tflm": None
         if arena is None
@@ -495,6 +526,15 @@ def export_folder(
             "flash_bytes": int8_costs.flash_bytes,
             "peak_sram_bytes": int8_costs.peak_activation_bytes,
         }
+    if host_model is not None:
+        report["int8_host"] = {
+            "file": INT8_HOST_FILE,
+            "purpose": f"host latency (onnxruntime); {INT8_FILE} is the microcontroller file",
+            "quant_format": "QDQ",
+            "weights": f"int8, symmetric, per channel (as {INT8_FILE})",
+            "activations": "uint8, asymmetric, MinMax calibration (the same images)",
+            "calibration_images": calib_n,
+        }
 
     # ---- write: temporary sibling, then rename into place
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
@@ -505,6 +545,8 @@ def export_folder(
         (tmp / FLOAT_FILE).write_bytes(model.SerializeToString())
         if int8_model is not None:
             (tmp / INT8_FILE).write_bytes(int8_model.SerializeToString())
+        if host_model is not None:
+            (tmp / INT8_HOST_FILE).write_bytes(host_model.SerializeToString())
         if tfl is not None:
             (tmp / TFLITE_FILE).write_bytes(tfl.model)
         save_module(tmp)
@@ -517,6 +559,8 @@ def export_folder(
         if int8_model is not None:
             f, q = files[FLOAT_FILE]["bytes"], files[INT8_FILE]["bytes"]
             report["int8"].update({"file_bytes": q, "float_file_bytes": f, "size_ratio": f / q})
+        if host_model is not None:
+            report["int8_host"]["file_bytes"] = files[INT8_HOST_FILE]["bytes"]
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
         _move_into_place(tmp, out)
     except BaseException as exc:
@@ -572,6 +616,12 @@ def summary(report: dict[str, Any]) -> str:
             f"int8       {q['file_bytes']:,} B vs float {q['float_file_bytes']:,} B "
             f"({q['size_ratio']:.2f}x smaller), calibrated on {q['calibration_images']} images"
         )
+    qh = r.get("int8_host")
+    if qh is not None:
+        lines.append(
+            f"int8 host  {qh['file_bytes']:,} B ({qh['file']}: uint8 activations, for "
+            f"onnxruntime on a host; {INT8_FILE} is the microcontroller file)"
+        )
     tfl, tflm = r.get("tflite"), r.get("tflm")
     if tfl is not None and "file_bytes" in tfl:
         io_ = tfl["input"]
@@ -599,6 +649,11 @@ def summary(report: dict[str, Any]) -> str:
                 f", int8 {100 * acc['int8_top1']:.2f} % (agree on "
                 f"{100 * acc['int8_float_agreement']:.1f} %)"
             )
+        if acc.get("int8_host_top1") is not None:
+            text += (
+                f", int8 host {100 * acc['int8_host_top1']:.2f} % (agree on "
+                f"{100 * acc['int8_host_float_agreement']:.1f} %)"
+            )
         text += f" on {acc['dataset']} test ({acc['images']} images)"
         lines.append(text)
     if tflm is not None and tflm.get("accuracy") is not None:
@@ -611,11 +666,11 @@ def summary(report: dict[str, Any]) -> str:
     if acc.get("search_val_accuracy") is not None:
         lines.append(f"search     val top-1 {100 * acc['search_val_accuracy']:.2f} %")
     host = lat["host"] or {}
-    for key in ("float", "int8"):
+    for key, name in (("float", "float"), ("int8", "int8"), ("int8_host", "int8 host")):
         if key in host:
             h = host[key]
             lines.append(
-                f"latency    {key}: median {h['median_ms']:.3f} ms, p90 {h['p90_ms']:.3f} ms "
+                f"latency    {name}: median {h['median_ms']:.3f} ms, p90 {h['p90_ms']:.3f} ms "
                 f"(onnxruntime on this host, {h['intra_op_threads']} threads, batch 1)"
             )
     if lat["estimate_ms"] is not None:

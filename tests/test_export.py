@@ -11,13 +11,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from natv2.data import load_dataset
 from natv2.device_profiles import load_profile
 from natv2.errors import Natv2Error
 from natv2.export.onnx import PARITY_RTOL
-from natv2.export.report import INT8_FILE, export_folder, summary
+from natv2.export.quantize import quantize_int8
+from natv2.export.report import INT8_FILE, INT8_HOST_FILE, export_folder, summary
 from natv2.profiling.cost import subnet_cost
 from natv2.profiling.counters import fvcore_macs, onnx_costs, params_after_bn_folding
 from natv2.space import ENCODINGS, Arch, SearchSpace
@@ -292,10 +294,76 @@ def test_int8_export_on_digits(supernets, digits, tmp_path):
     assert report["verdict"]["deployed_file"] == INT8_FILE
     assert {c["name"] for c in report["verdict"]["checks"]} >= {"macs", "flash_bytes"}
     assert report["latency"]["latency_ms"] == pytest.approx(report["latency"]["estimate_ms"])
-    assert set(report["latency"]["host"]) == {"float", "int8"}
+    assert set(report["latency"]["host"]) == {"float", "int8", "int8_host"}
     assert len(report["parity"]["float"]) == 4  # random and real images, batch 1 and 7
     text = summary(report)
     assert "int8" in text and "top-1" in text
+    check_host_file(out, report)
+
+
+def activation_zero_point_dtypes(model: onnx.ModelProto) -> set:
+    """The dtypes of every QuantizeLinear zero point: the type of the activations."""
+    inits = {t.name: t for t in model.graph.initializer}
+    return {
+        numpy_helper.to_array(inits[n.input[2]]).dtype
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear"
+    }
+
+
+def int8_weights(model: onnx.ModelProto) -> list[bytes]:
+    """The int8 initializers (quantized weights), in a name-independent order."""
+    arrays = (numpy_helper.to_array(t) for t in model.graph.initializer)
+    return sorted(a.tobytes() for a in arrays if a.dtype == np.int8 and a.size > 1)
+
+
+def check_host_file(out: Path, report: dict) -> None:
+    """An int8 export also holds the host file: uint8 activations, the int8 file's weights,
+    its top-1, agreement and latency reported; the deployed file stays the int8 one."""
+    host = onnx.load(str(out / INT8_HOST_FILE))
+    int8 = onnx.load(str(out / INT8_FILE))
+    onnx.checker.check_model(host, full_check=True)
+    assert activation_zero_point_dtypes(host) == {np.dtype(np.uint8)}
+    assert activation_zero_point_dtypes(int8) == {np.dtype(np.int8)}
+    assert int8_weights(host) == int8_weights(int8) and int8_weights(host)
+    meta = {p.key: p.value for p in host.metadata_props}
+    assert meta["dtype"] == "int8" and meta["activations"] == "uint8"
+    assert report["int8_host"]["file"] == INT8_HOST_FILE
+    assert report["int8_host"]["file_bytes"] == (out / INT8_HOST_FILE).stat().st_size
+    assert report["files"][INT8_HOST_FILE]["bytes"] == report["int8_host"]["file_bytes"]
+    acc = report["accuracy"]
+    for key in ("int8_host_top1", "int8_host_float_agreement"):
+        assert 0.0 <= acc[key] <= 1.0
+    # the reported figures are the file's: recompute its top-1 on the same test images
+    sess = ort.InferenceSession(str(out / INT8_HOST_FILE), providers=["CPUExecutionProvider"])
+    data = load_dataset(report["dataset"])
+    r = report["resolution"]
+    xs = torch.stack([data.test[i][0] for i in range(acc["images"])])
+    ys = np.array([int(data.test[i][1]) for i in range(acc["images"])])
+    pred = sess.run(None, {"input": data.prepare_batch(xs, r, train=False).numpy()})[0].argmax(1)
+    assert acc["int8_host_top1"] == pytest.approx(float(np.mean(pred == ys)))
+    lat = report["latency"]["host"]["int8_host"]
+    assert lat["runs"] > 0 and lat["median_ms"] > 0 and lat["batch"] == 1
+    assert report["verdict"]["deployed_file"] == INT8_FILE
+    text = summary(report)
+    assert "latency    int8 host: median" in text and INT8_HOST_FILE in text
+    assert "int8 host " in text.split("top-1", 1)[1].splitlines()[0]
+
+
+def test_quantize_int8_activation_types(supernets, digits):
+    arch = some_arch("baseline")
+    net = materialize(supernets["baseline"], arch)
+    from natv2.export.onnx import to_onnx
+
+    model = to_onnx(net, arch.resolution)
+    calib = [digits.prepare_batch(torch.stack([digits.train[i][0] for i in range(16)]), 48, False)]
+    batches = [b.numpy() for b in calib]
+    default = quantize_int8(model, batches)
+    host = quantize_int8(model, batches, activations="uint8")
+    assert activation_zero_point_dtypes(default) == {np.dtype(np.int8)}
+    assert activation_zero_point_dtypes(host) == {np.dtype(np.uint8)}
+    with pytest.raises(Natv2Error, match="activations"):
+        quantize_int8(model, batches, activations="int4")
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -453,6 +521,30 @@ def test_cli_supernet_mode_json(cli, supernets, tmp_path):
     ref = materialize(supernets["parallel"], arch).state_dict()
     for key, value in load_subnet(out).state_dict().items():
         torch.testing.assert_close(value, ref[key])
+
+
+def test_cli_int8_profile_writes_the_host_file(cli, supernets, tmp_path):
+    ckpt = tmp_path / "sn.pt"
+    save_supernets(ckpt, {1.0: supernets["baseline"]})
+    arch = some_arch("baseline")
+    vector = vec_text(SearchSpace("baseline").encode(arch))
+    out = tmp_path / "out"
+    args = ["--arch", vector, "--out", out, "--device", "microcontroller-profile"]
+    r = cli(
+        "export", "--supernet", ckpt, *args, "--dataset", "digits", "--runs", "2", "--no-tflite"
+    )
+    assert r.code == 0, r.err
+    assert "int8 host" in r.out and "verdict" in r.out
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(report["files"]) == sorted(
+        ["arch.json", "model.onnx", "model.pt", INT8_FILE, INT8_HOST_FILE]
+    )
+    assert set(report["latency"]["host"]) == {"float", "int8", "int8_host"}
+    assert report["verdict"]["deployed_file"] == INT8_FILE
+    assert report["accuracy"]["int8_host_top1"] is not None
+    assert activation_zero_point_dtypes(onnx.load(str(out / INT8_HOST_FILE))) == {
+        np.dtype(np.uint8)
+    }
 
 
 def test_cli_bad_inputs_exit_2_with_one_line(cli, run_dir, tmp_path):

@@ -1,5 +1,5 @@
-"""``natv2 export``: a subnet as a deployment folder (ONNX float and int8, int8 TFLite checked by
-TensorFlow Lite Micro, weights, report).
+"""``natv2 export``: a subnet as a deployment folder (ONNX float and int8, an int8 ONNX with uint8
+activations for host latency, int8 TFLite checked by TensorFlow Lite Micro, weights, report).
 
 Two sources:
 
@@ -145,7 +145,11 @@ def export(
         None, "--out", help="Export folder (default RUN_DIR/exports/ID)."
     ),
     int8: bool | None = typer.Option(
-        None, "--int8/--no-int8", help="Write model.int8.onnx (default: when the profile is int8)."
+        None,
+        "--int8/--no-int8",
+        help="Write model.int8.onnx (int8 activations, for microcontrollers) and "
+        "model.int8-host.onnx (uint8 activations, faster in onnxruntime on x86); default: when "
+        "the profile is int8.",
     ),
     tflite: bool | None = typer.Option(
         None,
