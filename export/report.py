@@ -392,26 +392,16 @@ def export_folder(
     host: dict[str, Any] = {}
     if latency_runs > 0:
         log(f"measuring onnxruntime latency on this host ({latency_runs} runs)")
-        float_bytes = model.SerializeToString()
-        host["float"] = measure_latency(
-            float_bytes, shape, intra_op_threads=threads, warmup=latency_warmup, runs=latency_runs
-        ).to_dict()
-        if int8_model is not None:
-            host["int8"] = measure_latency(
-                int8_model.SerializeToString(),
-                shape,
-                intra_op_threads=threads,
-                warmup=latency_warmup,
-                runs=latency_runs,
-            ).to_dict()
-        if host_model is not None:
-            host["int8_host"] = measure_latency(
-                host_model.SerializeToString(),
-                shape,
-                intra_op_threads=threads,
-                warmup=latency_warmup,
-                runs=latency_runs,
-            ).to_dict()
+        timed = {"float": model, "int8": int8_model, "int8_host": host_model}
+        for key, onnx_model in timed.items():
+            if onnx_model is not None:
+                host[key] = measure_latency(
+                    onnx_model.SerializeToString(),
+                    shape,
+                    intra_op_threads=threads,
+                    warmup=latency_warmup,
+                    runs=latency_runs,
+                ).to_dict()
     estimate = None
     if profile is not None and profile.macs_per_second:
         estimate = profile.estimate_latency_ms(counts.macs_graph)

@@ -532,11 +532,16 @@ def test_cli_corrupt_aep_folder_is_a_clear_error(cli, run_dir, tmp_path):
     assert r.code == 2 and "arch.json" in r.err and len(r.err.strip().splitlines()) == 1
 
 
-def test_cli_supernet_mode_json(cli, supernets, tmp_path):
+def supernet_checkpoint(supernets, encoding: str, tmp_path: Path):
+    """A one-width checkpoint of ``encoding``'s supernet, a subnet of it and its ``--arch`` text."""
     ckpt = tmp_path / "sn.pt"
-    save_supernets(ckpt, {1.0: supernets["parallel"]})
-    arch = some_arch("parallel")
-    vector = vec_text(SearchSpace("parallel").encode(arch))
+    save_supernets(ckpt, {1.0: supernets[encoding]})
+    arch = some_arch(encoding)
+    return ckpt, arch, vec_text(SearchSpace(encoding).encode(arch))
+
+
+def test_cli_supernet_mode_json(cli, supernets, tmp_path):
+    ckpt, arch, vector = supernet_checkpoint(supernets, "parallel", tmp_path)
     out = tmp_path / "out"
     r = cli("export", "--supernet", ckpt, "--arch", vector, "--out", out, "--runs", "0", "--json")
     assert r.code == 0, r.err
@@ -553,10 +558,7 @@ def test_cli_supernet_mode_json(cli, supernets, tmp_path):
 
 
 def test_cli_int8_profile_writes_the_host_file(cli, supernets, tmp_path):
-    ckpt = tmp_path / "sn.pt"
-    save_supernets(ckpt, {1.0: supernets["baseline"]})
-    arch = some_arch("baseline")
-    vector = vec_text(SearchSpace("baseline").encode(arch))
+    ckpt, _arch, vector = supernet_checkpoint(supernets, "baseline", tmp_path)
     out = tmp_path / "out"
     args = ["--arch", vector, "--out", out, "--device", "microcontroller-profile"]
     r = cli(
