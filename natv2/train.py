@@ -72,6 +72,7 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -456,6 +457,12 @@ class SupernetTrainer:
         self.optimizer = _optimizer(net, schedule)
         self.model: nn.Module = net
         if acc.distributed:
+            # channels-last input makes the gradient of a 1x1 kernel (C, C', 1, 1) channels-last
+            # strided: the same memory order as the bucket's contiguous view (its spatial dims
+            # are 1), so DDP's layout warning, printed on every rank, says nothing here
+            warnings.filterwarnings(
+                "ignore", "Grad strides do not match bucket view strides", UserWarning
+            )
             self.model = nn.parallel.DistributedDataParallel(
                 net,
                 device_ids=[acc.device.index] if acc.is_cuda else None,
