@@ -647,10 +647,12 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"tflite     {tfl['note']}")
     if tflm is not None:
         peak = tflm["natv2_peak_sram_bytes"]["onnx_graph"]
+        model = mem.get("tflm_arena_bytes", {}).get("cost_model")
         lines.append(
             f"TFLM arena {_fmt_bytes(tflm['arena_bytes'])}: activations "
             f"{tflm['activations_bytes']:,} B + persistent {tflm['persistent_bytes']:,} B "
-            f"(natv2 peak SRAM {peak:,} B)"
+            f"(natv2 peak SRAM {peak:,} B"
+            + (f"; cost model TFLM arena {model:,} B)" if model is not None else ")")
         )
     acc = r["accuracy"]
     if acc.get("float_top1") is not None:
