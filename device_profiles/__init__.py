@@ -18,6 +18,10 @@ Schema (every table and key is listed in ``_SCHEMA``; unknown keys are errors)::
     runtime_sram_bytes = 16384              # optional, default 0: the runtime's own RAM
     runtime_flash_bytes = 102400            # optional, default 0: runtime code + framework
     dtype = "int8"                          # required: int8 | float16 | float32
+    runtime = "tinyengine"                  # optional, default onnxruntime: what runs the model
+                                            #   (tinyengine | tflm | onnxruntime | litert |
+                                            #   pytorch); it decides which peak SRAM figure
+                                            #   max_peak_sram_bytes is judged on (below)
     macs_per_second = 1.0e8                 # effective MAC/s of the runtime; required for
                                             #   latency = "estimate"
     safety_margin = 0.1                     # optional, default 0: fraction of memory kept free
@@ -37,6 +41,12 @@ Derived budgets (only where the key is not written in ``[budgets]``):
 - ``max_peak_sram_bytes = floor((sram_bytes - runtime_sram_bytes) * (1 - safety_margin))``
 - ``max_macs = floor(target_latency_ms / 1000 * macs_per_second)`` (needs both)
 - ``max_latency_ms = target_latency_ms``
+
+Which figure ``max_peak_sram_bytes`` is judged on (``Profile.budget_pairs``, the one rule):
+``runtime = "tflm"`` judges the TFLite Micro arena (``tflm_arena_bytes``: activations as TFLM's
+greedy planner lays out the converted graph, plus TFLM's persistent part: tensor structs, node
+structs, per-channel quantization data); every other runtime judges the MCUNet-style peak of
+live activations (``peak_sram_bytes``).
 
 Every number is range-checked (integers and numbers up to ``MAX_FIGURE`` = 10**18, far above any
 device) and names are printable text, so a hostile file cannot reach a traceback or the terminal.
@@ -66,6 +76,7 @@ __all__ = [
     "OBJECTIVES",
     "OBJECTIVE_COST_KEYS",
     "RESOLUTIONS",
+    "RUNTIMES",
     "BudgetCheck",
     "Profile",
     "check_feasible",
@@ -75,6 +86,11 @@ __all__ = [
 
 DTYPES: tuple[str, ...] = ("int8", "float16", "float32")
 LATENCY_MODES: tuple[str, ...] = ("estimate", "measure")
+#: what runs the model on the device; the first is the default
+RUNTIMES: tuple[str, ...] = ("onnxruntime", "tinyengine", "tflm", "litert", "pytorch")
+#: runtime -> the cost key its SRAM budget is judged on (others: ``peak_sram_bytes``)
+_SRAM_COST_KEYS: dict[str, str] = {"tflm": "tflm_arena_bytes"}
+_TFLM_NOTE = " (runtime = tflm: TFLite Micro's arena, activations plus its persistent part)"
 OBJECTIVES: tuple[str, ...] = ("accuracy", "params", "macs", "flash", "peak_sram", "latency")
 RESOLUTIONS: tuple[int, ...] = (48, 52, 56, 60, 64)
 
@@ -108,6 +124,7 @@ _SCHEMA: dict[str, dict[str, str] | str] = {
         "runtime_sram_bytes": "int",
         "runtime_flash_bytes": "int",
         "dtype": "str",
+        "runtime": "str",
         "macs_per_second": "num",
         "safety_margin": "num",
         "latency": "str",
@@ -169,6 +186,7 @@ class Profile:
     source: str
     dtype: str
     latency: str
+    runtime: str = RUNTIMES[0]
     processor: str | None = None
     clock_hz: int | None = None
     sram_bytes: int | None = None
@@ -200,11 +218,27 @@ class Profile:
             )
         return float(macs) / self.macs_per_second * 1000.0
 
+    @property
+    def sram_cost_key(self) -> str:
+        """The cost key ``max_peak_sram_bytes`` is judged on: the runtime's own figure."""
+        return _SRAM_COST_KEYS.get(self.runtime, "peak_sram_bytes")
+
+    def budget_pairs(self) -> list[tuple[str, str]]:
+        """(cost key, budget key) of every budget in force, in report order: what decides fit,
+        for the search's constraints, its feasibility check and export's verdict alike."""
+        sram = self.sram_cost_key
+        return [
+            (sram if c == "peak_sram_bytes" else c, b)
+            for c, b in COST_KEYS.items()
+            if b in self.budgets
+        ]
+
     def check(self, costs: dict[str, float]) -> list[BudgetCheck]:
-        """Compare costs (keys params, macs, flash_bytes, peak_sram_bytes, latency_ms) with
-        the budgets; keys missing from either side are skipped."""
+        """Compare costs (keys params, macs, flash_bytes, latency_ms, and peak_sram_bytes or
+        tflm_arena_bytes as ``sram_cost_key`` says) with the budgets; keys missing from either
+        side are skipped."""
         checks = []
-        for cost_key, budget_key in COST_KEYS.items():
+        for cost_key, budget_key in self.budget_pairs():
             if cost_key not in costs or costs[cost_key] is None or budget_key not in self.budgets:
                 continue
             value = costs[cost_key]
@@ -236,6 +270,8 @@ class Profile:
                 "runtime_sram_bytes": self.runtime_sram_bytes,
                 "runtime_flash_bytes": self.runtime_flash_bytes,
                 "dtype": self.dtype,
+                "runtime": self.runtime,
+                "sram_judged_on": self.sram_cost_key,
                 "macs_per_second": self.macs_per_second,
                 "safety_margin": self.safety_margin,
                 "latency": self.latency,
@@ -308,14 +344,16 @@ def load_profile(name_or_path: str | Path) -> Profile:
 def check_feasible(profile: Profile, cheapest: dict[str, float]) -> None:
     """Raise when even the cheapest subnet exceeds a budget.
 
-    ``cheapest`` maps cost keys (params, macs, flash_bytes, peak_sram_bytes, latency_ms) to the
+    ``cheapest`` maps cost keys (params, macs, flash_bytes, peak_sram_bytes, tflm_arena_bytes,
+    latency_ms) to the
     smallest value any subnet of the search space achieves (each key minimised on its own).
     """
     over = [c for c in profile.check(cheapest) if not c.passed]
     if not over:
         return
     parts = [
-        f"{c.budget_key} = {_fmt(c.budget)} but the smallest achievable {c.name} is {_fmt(c.value)}"
+        f"{c.budget_key} = {_fmt(c.budget)} but the smallest achievable {c.name} is "
+        f"{_fmt(c.value)}{_TFLM_NOTE if c.name == 'tflm_arena_bytes' else ''}"
         for c in over
     ]
     raise Natv2Error(
@@ -431,6 +469,12 @@ def _parse(text: str, src: str) -> Profile:
             f"{src}: 'hardware.dtype' = {hw['dtype']!r} is not supported; allowed: "
             f"{', '.join(DTYPES)}"
         )
+    engine = hw.get("runtime", RUNTIMES[0])
+    if engine not in RUNTIMES:
+        raise Natv2Error(
+            f"{src}: 'hardware.runtime' = '{shown(engine)}' is not supported; allowed: "
+            f"{', '.join(RUNTIMES)} (tflm judges max_peak_sram_bytes on the TFLite Micro arena)"
+        )
     latency = hw.get("latency", "estimate")
     if latency not in LATENCY_MODES:
         raise Natv2Error(
@@ -545,6 +589,7 @@ def _parse(text: str, src: str) -> Profile:
         source=src,
         dtype=hw["dtype"],
         latency=latency,
+        runtime=engine,
         processor=hw.get("processor"),
         clock_hz=hw.get("clock_hz"),
         sram_bytes=hw.get("sram_bytes"),

@@ -153,6 +153,15 @@ def _predictions(session, dataset, resolution: int, limit: int | None, batch: in
     return np.concatenate(preds), np.concatenate(labels)
 
 
+def _sram_basis(profile: Profile, measured: bool) -> str:
+    """What the SRAM budget was judged on, in words (report.json's verdict)."""
+    if profile.sram_cost_key != "tflm_arena_bytes":
+        return "peak of live activations (MCUNet-style, the ONNX graph)"
+    if measured:
+        return "TFLM arena (measured by tflite-micro: activations + persistent part)"
+    return "TFLM arena (cost model: activations + persistent part; no TFLite file)"
+
+
 def export_folder(
     module: nn.Module,
     out: str | Path,
@@ -416,6 +425,9 @@ def export_folder(
 
     # ---- verdict
     verdict = None
+    model_arena = None if cost_at_dtype is None else cost_at_dtype.tflm_arena_bytes
+    # a TFLM profile's SRAM budget is judged on TFLM's measured arena where there is one
+    tflm_arena = arena.arena_bytes if arena is not None else model_arena
     if profile is not None:
         checks = profile.check(
             {
@@ -423,6 +435,7 @@ def export_folder(
                 "macs": counts.macs_graph,
                 "flash_bytes": graph_costs.flash_bytes,
                 "peak_sram_bytes": graph_costs.peak_activation_bytes,
+                "tflm_arena_bytes": tflm_arena,
                 "latency_ms": latency_ms,
             }
         )
@@ -430,6 +443,7 @@ def export_folder(
             "profile": profile.name,
             "deployed_file": deployed,
             "latency_basis": basis,
+            "sram_basis": _sram_basis(profile, arena is not None),
             "passed": all(c.passed for c in checks),
             "checks": [c.to_dict() for c in checks],
         }
@@ -469,6 +483,13 @@ def export_folder(
                 else cost_at_dtype.peak_activation_bytes,
             },
             "peak_node": graph_costs.peak_node,
+            "tflm_arena_bytes": {
+                "tflm": None if arena is None else arena.arena_bytes,
+                "cost_model": model_arena,
+                "cost_model_persistent": None
+                if cost_at_dtype is None
+                else cost_at_dtype.tflm_persistent_bytes,
+            },
         },
         "latency": {
             "host": host or None,
@@ -626,10 +647,12 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"tflite     {tfl['note']}")
     if tflm is not None:
         peak = tflm["natv2_peak_sram_bytes"]["onnx_graph"]
+        model = mem.get("tflm_arena_bytes", {}).get("cost_model")
         lines.append(
             f"TFLM arena {_fmt_bytes(tflm['arena_bytes'])}: activations "
             f"{tflm['activations_bytes']:,} B + persistent {tflm['persistent_bytes']:,} B "
-            f"(natv2 peak SRAM {peak:,} B)"
+            f"(natv2 peak SRAM {peak:,} B"
+            + (f"; cost model TFLM arena {model:,} B)" if model is not None else ")")
         )
     acc = r["accuracy"]
     if acc.get("float_top1") is not None:

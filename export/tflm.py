@@ -401,6 +401,7 @@ def validate_tflite(
             "macs": graph.macs,
             "flash_bytes": len(data),
             "peak_sram_bytes": arena.arena_bytes,
+            "tflm_arena_bytes": arena.arena_bytes,
             "latency_ms": partial.latency_ms,
         }
     )

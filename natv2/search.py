@@ -40,7 +40,7 @@ from natv2 import __version__, rundir
 from natv2.accelerator import Accelerator
 from natv2.archive import OBJECTIVE_KEYS, front, high_tradeoff, keep_best, select_candidates
 from natv2.data import DatasetSplits
-from natv2.device_profiles import COST_KEYS, Profile
+from natv2.device_profiles import Profile
 from natv2.errors import Natv2Error
 from natv2.evaluate import EvalData, evaluate_subnet
 from natv2.predictors import SEARCH_FEATURES, make_predictor
@@ -572,14 +572,14 @@ class SubnetProblem(Problem):
 
     def __init__(self, search: NATv2Search, predictor) -> None:
         space = search.job.space
-        budgets = search.job.profile.budgets
         self.search = search
         self.predictor = predictor
         # (record key, budget key) of every budget the profile sets
+        # (the SRAM budget is judged on the runtime's figure: Profile.budget_pairs)
         self.constraint_keys = [
             (c, b)
-            for c, b in COST_KEYS.items()
-            if b in budgets and (c != "latency_ms" or search.job.profile.macs_per_second)
+            for c, b in search.job.profile.budget_pairs()
+            if c != "latency_ms" or search.job.profile.macs_per_second
         ]
         super().__init__(
             n_var=space.length,

@@ -39,6 +39,25 @@ Definitions (shared with ``natv2.profiling.counters``):
   still runs that level in place, so the later add reads the same buffer: a runtime that must
   keep the original would need one more tensor there.
 
+* **TFLM arena** (``tflm_arena_bytes``: what TensorFlow Lite Micro needs for the int8 TFLite
+  file of ``natv2.export.tflite``; profiles with ``runtime = "tflm"`` judge their SRAM budget
+  on it). Activations: the same live-tensor rule on the converted graph's ops, which TFLM's
+  greedy planner achieved on every graph measured: a REVERSE_V2 copies the input; HardSwish is
+  its own op (input and output both live; ReLU fuses into the conv); squeeze-excite is MEAN,
+  two convs, a MUL (hard-sigmoid) and the MUL by the gate; a loose BatchNorm is SUB, MUL, MUL,
+  ADD by per-channel constants; every buffer is rounded up to 16 bytes. Persistent part, per
+  op: a 64-byte node struct, 24 bytes per tensor (its output and its constants; the MEAN axes
+  and the hard-sigmoid scalar are one shared tensor each), the kernel's op data
+  (``TFLM_OP_DATA_BYTES``, 16-byte aligned), its parsed options
+  (``TFLM_BUILTIN_DATA_BYTES``) and, for conv/depthwise/linear, 2 x 4 bytes per output
+  channel (multiplier and shift, each array 16-byte aligned); plus ``TFLM_GRAPH_BYTES`` once.
+  Measured with tflite-micro's recording allocator on 16 untrained subnets of every encoding
+  and on the 3 of ``tests/test_tflite.py``: activations equal, and the figure is 0 to 12 bytes
+  over the arena (allocations aligned to 4 or 8 bytes that the model rounds up). The host
+  interpreter is 64-bit; a 32-bit device's structs are smaller, so the figure is an upper
+  bound there. A BatchNorm whose parameters make a step vanish (the default init) converts to
+  fewer ops: the figure is then an upper bound too.
+
 Segments: ``stem`` (stem conv and the fixed first block), ``stage1`` .. ``stageX`` (X = exit),
 ``head`` (the exit's classifier). Params, MACs and flash add up over segments; the peak of a
 subnet is the largest segment peak, where each segment's peak counts its input while alive.
@@ -52,12 +71,48 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from natv2.errors import Natv2Error
 from natv2.space import BRANCH_IRB, BRANCH_TRANSFORM, LEVELS_PER_STAGE, Arch, Block, SearchSpace
-from natv2.supernet.config import STAGE_SE, STAGE_STRIDES, SupernetConfig
+from natv2.supernet.config import STAGE_ACTS, STAGE_SE, STAGE_STRIDES, SupernetConfig
 
 if TYPE_CHECKING:
     from natv2.device_profiles import Profile
 
 DTYPE_BYTES: dict[str, int] = {"int8": 1, "float16": 2, "float32": 4}
+
+# TFLM's persistent part on the 64-bit host (tflite-micro's recording allocator, measured on
+# natv2's converted graphs: README "What a subnet costs"). Device structs use 32-bit pointers and
+# are smaller, so these are upper bounds there.
+TFLM_NODE_BYTES = 64  # NodeAndRegistration per op
+TFLM_TENSOR_BYTES = 24  # TfLiteEvalTensor per tensor, constants included
+#: op data each kernel allocates (16-byte aligned), besides per-channel multiplier and shift
+TFLM_OP_DATA_BYTES: dict[str, int] = {
+    "CONV_2D": 80,
+    "DEPTHWISE_CONV_2D": 80,
+    "FULLY_CONNECTED": 112,  # with the graph's fixed op data (8 bytes over on some graphs)
+    "ADD": 64,
+    "SUB": 64,
+    "MUL": 48,
+    "MEAN": 48,
+    "HARD_SWISH": 32,
+    "MAX_POOL_2D": 32,
+    "REVERSE_V2": 0,
+}
+#: the op's parsed options (``builtin_data``: TfLiteConvParams etc.), not in the recorded parts
+TFLM_BUILTIN_DATA_BYTES: dict[str, int] = {
+    "CONV_2D": 28,
+    "DEPTHWISE_CONV_2D": 28,
+    "ADD": 8,
+    "SUB": 8,
+    "MUL": 4,
+    "MEAN": 28,
+    "MAX_POOL_2D": 40,
+}
+# Once per graph: the TfLiteTensor structs (and their quantization) of the graph input and
+# output, which the application reads (128 + 64); the MEAN ops' shared axes constant; and the
+# unrecorded rest of the tail that does not grow with the ops (524: the largest seen, so the
+# figure is 0-12 bytes over TFLM's arena on natv2's graphs)
+TFLM_GRAPH_BYTES = 128 + 64 + TFLM_TENSOR_BYTES + 524
+_PER_CHANNEL_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})
+_LOOSE_BN_OPS = ("SUB", "MUL", "MUL", "ADD")
 
 # Level tables are bounded by the space (20 levels x 5 sizes x 39 blocks per config); the memo of
 # dense-stage peaks is cleared when it reaches this size.
@@ -73,12 +128,15 @@ class SubnetCost:
     peak_activation_bytes: int
     flash_bytes: int
     dtype: str
+    tflm_arena_bytes: int = 0  # TFLM's arena: its activations plus its persistent part
+    tflm_persistent_bytes: int = 0  # the persistent part alone
 
     def as_dict(self) -> dict[str, int | str]:
         return {
             "params": self.params,
             "macs": self.macs,
             "peak_sram_bytes": self.peak_activation_bytes,
+            "tflm_arena_bytes": self.tflm_arena_bytes,
             "flash_bytes": self.flash_bytes,
             "dtype": self.dtype,
         }
@@ -124,24 +182,71 @@ def _conv(cin: int, cout: int, k: int, hw_out: int, groups: int = 1, bn: bool = 
     )
 
 
+def _align(n: int) -> int:
+    """TFLM rounds every buffer up to 16 bytes (``MicroArenaBufferAlignment``)."""
+    return -(-n // 16) * 16
+
+
+def _op_persistent(op: str, channels: int, consts: int) -> int:
+    """TFLM's persistent bytes for one op of the converted graph (64-bit host): its node
+    struct, its output tensor's and constant tensors' TfLiteEvalTensor, its op data, and for
+    conv/depthwise/linear the per-channel multiplier and shift (int32 each, 16-aligned)."""
+    per_channel = 2 * _align(4 * channels) if op in _PER_CHANNEL_OPS else 0
+    return (
+        TFLM_NODE_BYTES
+        + TFLM_TENSOR_BYTES * (1 + consts)
+        + _align(TFLM_OP_DATA_BYTES[op])
+        + TFLM_BUILTIN_DATA_BYTES.get(op, 0)
+        + per_channel
+    )
+
+
 class _Live:
     """Peak of live elements over a node sequence (the rule in the module docstring).
 
     Buffers are ids with sizes and a last-use position; nodes that allocate are recorded in
     order. In-place ops create no node: their output is the same buffer as their input.
+    With ``tflm``, nodes are the ops of the converted TFLite graph (module docstring, "TFLM"):
+    HardSwish and a loose BatchNorm get their own tensors, buffers are 16-byte aligned, and
+    ``persistent`` adds up each op's share of TFLM's persistent part.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tflm: bool = False) -> None:
         self.sizes: list[int] = []
         self.born: list[int] = []
         self.last: list[int] = []
         self.n = 0
+        self.tflm = tflm
+        self.persistent = 0
+        self.se = 0  # squeeze-excites: their hard-sigmoid constant is one shared tensor
 
     def input(self, size: int) -> int:
-        self.sizes.append(size)
+        self.sizes.append(_align(size) if self.tflm else size)
         self.born.append(-1)
         self.last.append(-1)
         return len(self.sizes) - 1
+
+    def op(
+        self, inputs: Sequence[int], size: int, op: str, channels: int = 0, consts: int = 0
+    ) -> int:
+        """A node that is an op of the TFLite graph (counted in TFLM's persistent part)."""
+        if self.tflm:
+            self.persistent += _op_persistent(op, channels, consts)
+            size = _align(size)
+        return self.node(inputs, size)
+
+    def conv(self, x: int, size: int, channels: int) -> int:
+        return self.op([x], size, "CONV_2D", channels, 2)
+
+    def tflm_op(self, inputs: Sequence[int], size: int, op: str, consts: int = 0) -> int:
+        """An op only the TFLite graph has (in place, or fused, in the MCUNet-style rule)."""
+        if not self.tflm:
+            return inputs[0]
+        return self.op(inputs, size, op, consts=consts)
+
+    def act(self, x: int, size: int, act: str | None) -> int:
+        """The activation after a conv: ReLU fuses into it; HardSwish is its own op."""
+        return self.tflm_op([x], size, "HARD_SWISH") if act == "hswish" else x
 
     def node(self, inputs: Iterable[int], size: int) -> int:
         for b in inputs:
@@ -176,9 +281,11 @@ class _Live:
 def _irb(live: _Live, x: int, cfg, stage, cin, cout, stride, hw, block: Block) -> tuple[int, _Seg]:
     mid = cfg.mid_channels(cin, block.expand)
     hw2 = conv_out(hw, block.kernel, stride)
+    act = STAGE_ACTS[stage]
     seg = _conv(cin, mid, 1, hw) + _conv(mid, mid, block.kernel, hw2, groups=mid)
-    h = live.node([x], mid * hw * hw)
-    h = live.node([h], mid * hw2 * hw2)
+    h = live.act(live.conv(x, mid * hw * hw, mid), mid * hw * hw, act)
+    h = live.op([h], mid * hw2 * hw2, "DEPTHWISE_CONV_2D", mid, 2)
+    h = live.act(h, mid * hw2 * hw2, act)
     if STAGE_SE[stage]:
         se = cfg.se_channels(mid)
         seg = (
@@ -186,38 +293,45 @@ def _irb(live: _Live, x: int, cfg, stage, cin, cout, stride, hw, block: Block) -
             + _conv(mid, se, 1, 1, bn=False, bias=True)
             + _conv(se, mid, 1, 1, bn=False, bias=True)
         )
-        pooled = live.node([h], mid)
-        g = live.node([pooled], se)
-        g = live.node([g], mid)
-        h = live.node([h, g], mid * hw2 * hw2)
+        live.se += 1
+        pooled = live.op([h], mid, "MEAN")  # its axes: the graph's one shared constant
+        g = live.conv(pooled, se, se)
+        g = live.conv(g, mid, mid)
+        g = live.tflm_op([g], mid, "MUL")  # hard-sigmoid: MUL by a shared scalar constant
+        h = live.op([h, g], mid * hw2 * hw2, "MUL")
     seg = seg + _conv(mid, cout, 1, hw2)
-    out = live.node([h], cout * hw2 * hw2)
+    out = live.conv(h, cout * hw2 * hw2, cout)
     if stride == 1 and cin == cout:
-        out = live.node([out, x], cout * hw2 * hw2)
+        out = live.op([out, x], cout * hw2 * hw2, "ADD")
     return out, seg
 
 
 def _level(live: _Live, x: int, cfg, stage: int, io: tuple[int, int, int], hw: int, block: Block):
     cin, cout, stride = io
     hw2 = conv_out(hw, 1, stride)
+    size = cout * hw2 * hw2
+    act = STAGE_ACTS[stage]
     seg = _Seg()
     out = None
     if block.has_irb:
         out, seg = _irb(live, x, cfg, stage, cin, cout, stride, hw, block)
     if block.has_pointwise:
         seg = seg + _conv(cin, cout, 1, hw2)
-        b = live.node([x], cout * hw2 * hw2)
-        out = b if out is None else live.node([out, b], cout * hw2 * hw2)
+        b = live.act(live.conv(x, size, cout), size, act)
+        out = b if out is None else live.op([out, b], size, "ADD")
     if block.has_transform:
         h = x
         if stride > 1:
-            h = live.node([h], cin * hw2 * hw2)
+            h = live.op([h], cin * hw2 * hw2, "MAX_POOL_2D")
         if cin != cout:
             seg = seg + _conv(cin, cout, 1, hw2)
-            h = live.node([h], cout * hw2 * hw2)
-        else:
+            h = live.conv(h, size, cout)
+        else:  # a loose BatchNorm: in place, or in TFLite (x - mean) * rstd * weight + bias
             seg = seg + _Seg(params=2 * cout, loose_bn=cout)
-        out = h if out is None else live.node([out, h], cout * hw2 * hw2)
+            for op in _LOOSE_BN_OPS:
+                h = live.tflm_op([h], size, op, consts=1)
+        h = live.act(h, size, act)
+        out = h if out is None else live.op([out, h], size, "ADD")
     return out, seg, hw2
 
 
@@ -226,20 +340,18 @@ def _level(live: _Live, x: int, cfg, stage: int, io: tuple[int, int, int], hw: i
 # size in elements and spatial size, whether its output is a bare conv + BN (an IRB alone without
 # residual), the channels of a loose BN the exporter folds into such an output before it, and
 # whether the level has no nodes (its output is its input buffer).
-_Level = tuple[int, int, int, int, int, int, int, int, int, int, bool, int, bool]
+# Then the TFLM-style columns: the two peaks, the output size (16-byte aligned), TFLM's
+# persistent bytes of the level's ops and its number of squeeze-excites.
+_Level = tuple[
+    int, int, int, int, int, int, int, int, int, int, bool, int, bool, int, int, int, int, int
+]
 
 
 def _count_level(cfg: SupernetConfig, stage: int, io: tuple[int, int, int], hw: int, block: Block):
     """A level's ``_Level`` entry; ``io`` is ``cfg.level_io(stage, index)``."""
     cin, cout, stride = io
-    live = _Live()
-    x = live.input(cin * hw * hw)
-    out, seg, hw2 = _level(live, x, cfg, stage, io, hw, block)
-    live.keep(out)
-    profile = live.profile()
-    die = max(profile, default=0)
-    # with the input kept to the end of the level, it adds to every node after its last use
-    keep = max([die, *(v + cin * hw * hw for v in profile[live.last[x] + 1 :])])
+    (die, keep), (seg, hw2) = _level_peaks(cfg, stage, io, hw, block, False)
+    (tdie, tkeep), (persistent, se) = _level_peaks(cfg, stage, io, hw, block, True)
     same = stride == 1 and cin == cout
     return (
         *seg[:6],
@@ -250,10 +362,37 @@ def _count_level(cfg: SupernetConfig, stage: int, io: tuple[int, int, int], hw: 
         block.branches == BRANCH_IRB and not same,
         cout if block.branches == BRANCH_TRANSFORM and same else 0,
         block.branches == BRANCH_TRANSFORM and same,
+        tdie,
+        tkeep,
+        _align(cout * hw2 * hw2),
+        persistent,
+        se,
     )
 
 
-def _dense_peak(levels: Sequence[_Level], in_size: int) -> int:
+def _level_peaks(cfg: SupernetConfig, stage: int, io, hw: int, block: Block, tflm: bool):
+    """((peak with the input dying at its last use, peak with it kept to the end), extra):
+    extra is (counts, output size) by the MCUNet-style rule, or with ``tflm`` (TFLM's
+    persistent bytes of the level's ops, its squeeze-excites)."""
+    cin = io[0]
+    live = _Live(tflm)
+    x = live.input(cin * hw * hw)
+    out, seg, hw2 = _level(live, x, cfg, stage, io, hw, block)
+    live.keep(out)
+    profile = live.profile()
+    die = max(profile, default=0)
+    # with the input kept to the end of the level, it adds to every node after its last use
+    keep = max([die, *(v + live.sizes[x] for v in profile[live.last[x] + 1 :])])
+    return (die, keep), ((live.persistent, live.se) if tflm else (seg, hw2))
+
+
+# columns of a _Level that _dense_peak reads: (peak input dying, peak input kept, output size,
+# no nodes), MCUNet-style and TFLM-style (no level is node-free in the TFLite graph)
+_MCUNET_COLS = (6, 7, 8, 12)
+_TFLM_COLS = (13, 14, 15, -1)
+
+
+def _dense_peak(levels: Sequence[_Level], in_size: int, cols=_MCUNET_COLS) -> int:
     """Peak of a stage with dense skips (REFERENCE.md), from its levels' own peaks.
 
     The stage runs as steps: a level (its nodes, with its input kept to the end of the level
@@ -265,12 +404,15 @@ def _dense_peak(levels: Sequence[_Level], in_size: int) -> int:
     buffer itself, as the graph's in-place rule says, even when a later add reads that input.
     """
     d = len(levels)
-    z = levels[0][8]
-    if not any(lv[12] for lv in levels):  # every level allocates its output: closed form
+    die, kept, zc, empty = cols
+    z = levels[0][zc]
+    if empty < 0 or not any(lv[empty] for lv in levels):  # all allocate their output
         if d == 3:
-            return max(levels[0][6], levels[1][7], z + levels[2][6], 3 * z)
+            return max(levels[0][die], levels[1][kept], z + levels[2][die], 3 * z)
         if d == 4:
-            return max(levels[0][6], levels[1][7], z + levels[2][7], 4 * z, 2 * z + levels[3][6])
+            return max(
+                levels[0][die], levels[1][kept], z + levels[2][kept], 4 * z, 2 * z + levels[3][die]
+            )
     size = [in_size]
     born = [-1]
     last = [-1]
@@ -293,11 +435,11 @@ def _dense_peak(levels: Sequence[_Level], in_size: int) -> int:
         inp = 0 if k == 1 else outs[k - 2]
         for o in outs[: max(k - 3, 0)]:
             inp = add(inp, o)
-        if lv[12]:  # no nodes: the output is the input buffer
+        if lv[empty]:  # no nodes: the output is the input buffer
             outs.append(inp)
             continue
         last[inp] = len(steps)
-        outs.append(new(lv[8]))
+        outs.append(new(lv[zc]))
         steps.append((inp, lv))
     out = outs[-1]
     if len(outs) >= 3:
@@ -314,7 +456,7 @@ def _dense_peak(levels: Sequence[_Level], in_size: int) -> int:
                 for i, (s, b, e) in enumerate(zip(size, born, last, strict=True))
                 if b < j < e and i != inp
             )
-            live = waiting + (lv[7] if last[inp] > j else lv[6])
+            live = waiting + (lv[kept] if last[inp] > j else lv[die])
         best = max(best, live)
     return best
 
@@ -330,12 +472,13 @@ class _Tables:
     than counting a stage from its levels.
     """
 
-    __slots__ = ("cfg", "heads", "in_sizes", "io", "levels", "stages", "stems")
+    __slots__ = ("add_bytes", "cfg", "heads", "in_sizes", "io", "levels", "stages", "stems")
 
     def __init__(self, cfg: SupernetConfig) -> None:
         self.cfg = cfg
         self.levels: dict[int, _Level] = {}
         self.stems: dict[int, tuple[tuple[int, ...], int]] = {}
+        self.add_bytes = _op_persistent("ADD", 0, 0)
         self.heads: dict[tuple[int, int], tuple[int, ...]] = {}
         self.stages: dict[tuple[int, ...], tuple[int, ...]] = {}
         stages = range(len(STAGE_STRIDES))
@@ -345,19 +488,19 @@ class _Tables:
     def stem(self, resolution: int) -> tuple[tuple[int, ...], int]:
         got = self.stems.get(resolution)
         if got is None:
-            seg, hw = _stem(self.cfg, resolution)
-            got = self.stems[resolution] = (tuple(seg), hw)
+            got = self.stems[resolution] = _stem(self.cfg, resolution)
         return got
 
     def head(self, stage: int, hw: int) -> tuple[int, ...]:
         got = self.heads.get((stage, hw))
         if got is None:
-            got = self.heads[(stage, hw)] = tuple(_head(self.cfg, stage, hw))
+            got = self.heads[(stage, hw)] = _head(self.cfg, stage, hw)
         return got
 
     def stage(self, stage: int, slots: Sequence[Block | None], hw: int) -> tuple[int, ...]:
-        """(params, macs, weights, biases, channels, loose_bn, peak, output size) of a stage
-        given its four level slots (skips as None) and its input size."""
+        """(params, macs, weights, biases, channels, loose_bn, peak, TFLM peak, TFLM
+        persistent bytes, squeeze-excites, output size) of a stage given its four level
+        slots (skips as None) and its input size."""
         table = self.levels
         hw_in = hw
         levels: list[_Level] = []
@@ -374,7 +517,7 @@ class _Tables:
             hw = lv[9]
             levels.append(lv)
             codes.append(code)
-        p = m = w = b = c = loose = peak = 0
+        p = m = w = b = c = loose = peak = tpeak = persistent = se = 0
         for lv in levels:
             p += lv[0]
             m += lv[1]
@@ -384,6 +527,10 @@ class _Tables:
             loose += lv[5]
             if lv[6] > peak:
                 peak = lv[6]
+            if lv[13] > tpeak:
+                tpeak = lv[13]
+            persistent += lv[16]
+            se += lv[17]
         dense = self.cfg.dense_skips
         if levels[0][10] and levels[1][11] and (not dense or len(levels) == 2):
             loose -= levels[1][11]  # folded by the exporter into level 1's project conv
@@ -394,9 +541,13 @@ class _Tables:
                 if len(self.stages) >= _MAX_STAGES:
                     self.stages.clear()
                 in_size = self.in_sizes[stage] * hw_in * hw_in
-                got = self.stages[key] = _dense_peak(levels, in_size)
-            peak = got
-        return (p, m, w, b, c, loose, peak, hw)
+                got = self.stages[key] = (
+                    _dense_peak(levels, in_size),
+                    _dense_peak(levels, _align(in_size), _TFLM_COLS),
+                )
+            peak, tpeak = got
+            persistent += (1 if len(levels) == 3 else 3) * self.add_bytes  # the dense adds
+        return (p, m, w, b, c, loose, peak, tpeak, persistent, se, hw)
 
 
 _TABLES: dict[tuple[SupernetConfig, float], _Tables] = {}
@@ -421,36 +572,57 @@ def clear_caches() -> None:
     _TABLES.clear()
 
 
-def _stem(cfg: SupernetConfig, resolution: int) -> tuple[_Seg, int]:
+def _stem_graph(live: _Live, cfg: SupernetConfig, resolution: int) -> int:
+    """Stem conv (hswish) and the fixed first block; with ``tflm``, REVERSE_V2 first."""
     c = cfg.stem_channels
     hw = conv_out(resolution, 3, 2)
-    live = _Live()
+    size = c * hw * hw
     x = live.input(cfg.in_channels * resolution * resolution)
-    h = live.node([x], c * hw * hw)  # stem conv (+ BN + hswish in place)
-    d = live.node([h], c * hw * hw)  # first block: depthwise
-    p = live.node([d], c * hw * hw)  # pointwise
-    out = live.node([p, h], c * hw * hw)  # + identity
+    x = live.tflm_op([x], cfg.in_channels * resolution * resolution, "REVERSE_V2", consts=1)
+    h = live.act(live.conv(x, size, c), size, "hswish")
+    d = live.op([h], size, "DEPTHWISE_CONV_2D", c, 2)  # first block: depthwise (ReLU)
+    p = live.conv(d, size, c)  # pointwise
+    out = live.op([p, h], size, "ADD")  # + identity
     live.keep(out)
+    return hw
+
+
+def _stem(cfg: SupernetConfig, resolution: int) -> tuple[tuple[int, ...], int]:
+    """The stem's counts (as ``_counts``) and its output size; the graph's fixed parts
+    (input tensor, the input/output tensors the application reads, the shared constant of
+    every MEAN) are TFLM persistent bytes counted here."""
+    live, tflm = _Live(), _Live(tflm=True)
+    hw = _stem_graph(live, cfg, resolution)
+    _stem_graph(tflm, cfg, resolution)
+    c = cfg.stem_channels
     seg = (
         _conv(cfg.in_channels, c, 3, hw)
         + _conv(c, c, 3, hw, groups=c)
         + _conv(c, c, 1, hw)
         + _Seg(peak=live.peak())
     )
-    return seg, hw
+    fixed = TFLM_TENSOR_BYTES + TFLM_GRAPH_BYTES  # the graph input tensor, and the rest
+    return (*seg, tflm.peak(), tflm.persistent + fixed, 0), hw
 
 
-def _head(cfg: SupernetConfig, stage: int, hw: int) -> _Seg:
+def _head_graph(live: _Live, cfg: SupernetConfig, stage: int, hw: int) -> None:
     c = cfg.stage_channels[stage]
     expand, mix = cfg.exit_channels(stage)
-    live = _Live()
     x = live.input(c * hw * hw)
-    h = live.node([x], expand * hw * hw)
-    h = live.node([h], expand)  # global pool
-    h = live.node([h], mix)  # 1x1 mix conv (+ hswish, flatten in place)
-    out = live.node([h], cfg.num_classes)  # linear
+    h = live.act(live.conv(x, expand * hw * hw, expand), expand * hw * hw, "hswish")
+    h = live.op([h], expand, "MEAN")  # global pool
+    h = live.act(live.conv(h, mix, mix), mix, "hswish")  # 1x1 mix conv (flatten in place)
+    out = live.op([h], cfg.num_classes, "FULLY_CONNECTED", cfg.num_classes, 2)  # linear
     live.keep(out)
-    return (
+
+
+def _head(cfg: SupernetConfig, stage: int, hw: int) -> tuple[int, ...]:
+    c = cfg.stage_channels[stage]
+    expand, mix = cfg.exit_channels(stage)
+    live, tflm = _Live(), _Live(tflm=True)
+    _head_graph(live, cfg, stage, hw)
+    _head_graph(tflm, cfg, stage, hw)
+    seg = (
         _conv(c, expand, 1, hw)
         + _conv(expand, mix, 1, 1, bn=False)
         + _Seg(
@@ -462,16 +634,18 @@ def _head(cfg: SupernetConfig, stage: int, hw: int) -> _Seg:
         )
         + _Seg(peak=live.peak())
     )
+    return (*seg, tflm.peak(), tflm.persistent, 0)
 
 
 def _counts(arch: Arch, config: SupernetConfig) -> tuple[int, ...]:
-    """(params, macs, weights, biases, channels, loose_bn, peak elements) of ``arch``."""
+    """(params, macs, weights, biases, channels, loose_bn, peak elements, TFLM peak bytes at
+    int8, TFLM persistent bytes, squeeze-excites) of ``arch``."""
     t = _tables(config, arch.width)
-    (p, m, w, b, c, loose, peak), hw = t.stem(arch.resolution)
+    (p, m, w, b, c, loose, peak, tpeak, persistent, se), hw = t.stem(arch.resolution)
     levels = arch.levels
     stage = t.stage
     for s in range(arch.exit):
-        sp, sm, sw, sb, sc, sl, spk, hw = stage(s, levels[4 * s : 4 * s + 4], hw)
+        sp, sm, sw, sb, sc, sl, spk, stp, spers, sse, hw = stage(s, levels[4 * s : 4 * s + 4], hw)
         p += sp
         m += sm
         w += sw
@@ -480,8 +654,23 @@ def _counts(arch: Arch, config: SupernetConfig) -> tuple[int, ...]:
         loose += sl
         if spk > peak:
             peak = spk
-    hp, hm, hw_, hb, hc, hl, hpk = t.head(arch.exit - 1, hw)
-    return (p + hp, m + hm, w + hw_, b + hb, c + hc, loose + hl, max(peak, hpk))
+        if stp > tpeak:
+            tpeak = stp
+        persistent += spers
+        se += sse
+    hp, hm, hw_, hb, hc, hl, hpk, htp, hpers, _ = t.head(arch.exit - 1, hw)
+    return (
+        p + hp,
+        m + hm,
+        w + hw_,
+        b + hb,
+        c + hc,
+        loose + hl,
+        max(peak, hpk),
+        max(tpeak, htp),
+        persistent + hpers,
+        se,
+    )
 
 
 def _flash(weights: int, biases: int, channels: int, loose_bn: int, dtype: str) -> int:
@@ -500,8 +689,18 @@ def _check_dtype(dtype: str) -> None:
 
 
 def _cost(counts: Sequence[int], dtype: str) -> SubnetCost:
-    p, m, w, b, c, loose, peak = counts
-    return SubnetCost(p, m, peak * DTYPE_BYTES[dtype], _flash(w, b, c, loose, dtype), dtype)
+    p, m, w, b, c, loose, peak, tpeak, persistent, se = counts
+    # the squeeze-excites' hard-sigmoid scalar is one tensor shared by the whole graph
+    persistent += TFLM_TENSOR_BYTES if se else 0
+    return SubnetCost(
+        p,
+        m,
+        peak * DTYPE_BYTES[dtype],
+        _flash(w, b, c, loose, dtype),
+        dtype,
+        tpeak * DTYPE_BYTES[dtype] + persistent,
+        persistent,
+    )
 
 
 def subnet_cost(arch: Arch, config: SupernetConfig, dtype: str = "float32") -> SubnetCost:
@@ -542,19 +741,28 @@ def cheapest_costs(space: SearchSpace, config: SupernetConfig, dtype: str) -> di
 
     Every cost grows with resolution, width and depth, so the candidates are the minimal-depth,
     smallest-resolution, smallest-width subnets with the cheapest level kinds and every exit.
+    The TFLM arena's two parts may be smallest on different candidates: its figure is the
+    smallest activations plus the smallest persistent part (a lower bound either way).
     """
     base = space.minimal()
     kinds = [Block(1, 3, 3)] + ([Block(2, 3, 3), Block(4, 3, 3)] if space.parallel else [])
     exits = range(1, 6) if space.has_exits else (5,)
     best: dict[str, int] = {}
+    parts: dict[str, int] = {}
     for kind in kinds:
         for x in exits:
             arch = space.decode(
                 space.encode(Arch(base.resolution, base.width, x, (kind, kind, None, None) * 5))
             )
-            c = subnet_cost(arch, config, dtype).as_dict()
+            cost = subnet_cost(arch, config, dtype)
+            c = cost.as_dict()
             for key in ("params", "macs", "peak_sram_bytes", "flash_bytes"):
                 best[key] = min(best.get(key, c[key]), c[key])
+            act = cost.tflm_arena_bytes - cost.tflm_persistent_bytes
+            parts["act"] = min(parts.get("act", act), act)
+            p = cost.tflm_persistent_bytes
+            parts["persistent"] = min(parts.get("persistent", p), p)
+    best["tflm_arena_bytes"] = parts["act"] + parts["persistent"]
     return best
 
 

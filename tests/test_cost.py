@@ -47,6 +47,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -556,7 +557,7 @@ def test_width_comes_from_the_arch():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_cheapest_costs_bound_every_sample(preset):
-    keys = ("params", "macs", "peak_sram_bytes", "flash_bytes")
+    keys = ("params", "macs", "peak_sram_bytes", "tflm_arena_bytes", "flash_bytes")
     for encoding in ENCODINGS:
         for dense in (False, True):
             cfg = cfg_of(preset, encoding, dense)
@@ -632,6 +633,144 @@ def test_ensure_feasible_uses_the_profile_resolutions_and_dtype(tmp_path):
     assert ensure_feasible(load_profile(path), space, cfg)["peak_sram_bytes"] <= budget
     with pytest.raises(Natv2Error, match="resolutions"):
         ensure_feasible(load_profile(path), SearchSpace("baseline", resolutions=(56,)), cfg)
+
+
+def test_ensure_feasible_judges_a_tflm_profile_on_the_tflm_arena(tmp_path):
+    """A budget the MCUNet-style peak meets but TFLM's arena (activations + persistent part)
+    does not: a TFLM profile is infeasible, naming the figure; a TinyEngine one is not."""
+    from natv2.device_profiles import load_profile
+
+    cfg = cfg_of("tiny", "exits+parallel", False)
+    space = SearchSpace("exits+parallel")
+    cheapest = cheapest_costs(space, cfg, "int8")
+    assert cheapest["tflm_arena_bytes"] > cheapest["peak_sram_bytes"]
+    budget = cheapest["tflm_arena_bytes"] - 1
+    path = write_profile(tmp_path / "tflm.toml", f"max_peak_sram_bytes = {budget}")
+    text = Path(path).read_text().replace('dtype = "int8"', 'dtype = "int8"\nruntime = "tflm"')
+    Path(path).write_text(text)
+    with pytest.raises(Natv2Error) as err:
+        ensure_feasible(load_profile(path), space, cfg)
+    msg = str(err.value)
+    assert f"max_peak_sram_bytes = {budget} but the smallest achievable tflm_arena_bytes" in msg
+    assert "runtime = tflm" in msg
+    Path(path).write_text(text.replace('runtime = "tflm"', 'runtime = "tinyengine"'))
+    assert ensure_feasible(load_profile(path), space, cfg)["peak_sram_bytes"] <= budget
+
+
+# TFLM's smallest arena and its activation part, measured by ``find_arena`` on the int8 TFLite
+# files of untrained tiny subnets with random BatchNorm statistics (2-core AMD EPYC host,
+# tflite-micro 64-bit): (encoding, dense skips, width, vector, arena, activations)
+TFLM_MEASURED = [
+    ("baseline", False, 1.0, "0,0,9,1,2,0,9,3,3,0,4,3,8,0,4,6,5,0,1,8,7,8", 111080, 34560),
+    ("baseline", True, 1.0, "4,0,3,4,0,0,1,4,6,0,7,9,2,0,1,6,0,0,6,3,6,0", 89520, 32768),
+    ("exits", False, 1.0, "2,0,0,2,8,0,0,1,1,0,0,1,1,0,0,1,1,0,0,1,1,0,0", 32192, 25088),
+    ("exits", True, 1.0, "3,0,1,9,9,9,1,5,6,3,4,1,1,0,0,1,1,0,0,1,1,0,0", 79520, 54000),
+    ("exits", False, 1.0, "1,0,3,5,5,6,3,9,1,3,4,6,4,0,0,1,1,2,0,1,1,0,0", 71456, 27040),
+    (
+        "parallel",
+        False,
+        1.0,
+        "0,0,22,60,24,0,24,28,63,0,40,27,43,46,21,43,43,0,8,39,4,0",
+        106888,
+        27648,
+    ),
+    (
+        "parallel",
+        True,
+        1.0,
+        "2,0,57,37,46,0,55,4,19,10,56,58,1,28,55,9,46,0,55,46,20,0",
+        96992,
+        29792,
+    ),
+    ("exits+parallel", True, 1.0, "4,0,0,10,21,0,0,1,1,0,0,1,1,0,0,1,1,0,0,1,1,0,0", 30896, 24576),
+    (
+        "exits+parallel",
+        False,
+        1.0,
+        "0,0,1,62,38,43,46,59,46,58,58,1,1,0,0,1,1,0,0,1,1,0,0",
+        68368,
+        39168,
+    ),
+    (
+        "exits+parallel",
+        True,
+        1.0,
+        "1,0,2,55,46,28,10,55,28,10,9,55,1,0,0,1,1,0,0,1,1,0,0",
+        52680,
+        25696,
+    ),
+    (
+        "exits+parallel",
+        True,
+        1.0,
+        "3,0,3,38,38,0,0,28,10,0,0,28,5,0,0,1,1,0,0,1,1,0,0",
+        58888,
+        34208,
+    ),
+    (
+        "exits+parallel",
+        False,
+        1.0,
+        "4,0,4,5,10,0,0,37,23,28,0,60,43,42,0,10,57,0,0,46,1,0,0",
+        84976,
+        40960,
+    ),
+    (
+        "parallel",
+        False,
+        1.2,
+        "1,1,46,5,46,60,10,10,5,46,60,39,39,46,1,46,58,0,63,46,19,0",
+        104136,
+        32448,
+    ),
+    (
+        "parallel",
+        True,
+        1.0,
+        "4,0,23,6,45,22,55,22,41,10,28,5,46,0,46,46,28,46,37,55,46,0",
+        104376,
+        49152,
+    ),
+    ("baseline", True, 1.2, "2,1,8,3,4,2,1,4,0,0,2,9,7,5,4,7,5,0,9,2,0,0", 170040, 94080),
+    (
+        "exits+parallel",
+        True,
+        1.0,
+        "0,0,4,55,6,28,0,55,40,28,2,55,56,0,0,55,1,0,0,55,1,0,0",
+        77464,
+        21888,
+    ),
+]
+#: the cost model's TFLM figure is an upper bound of the arena by at most this many bytes
+TFLM_TOLERANCE = 12
+
+
+@pytest.mark.parametrize("row", TFLM_MEASURED, ids=lambda r: f"{r[0]}-{r[1]}-{r[2]}-{r[4]}")
+def test_tflm_arena_bounds_the_measured_arena(row):
+    """Activations equal TFLM's; the arena is over by 0..TFLM_TOLERANCE bytes (the live
+    check against find_arena is tests/test_tflite.py; these are its recorded figures on 16
+    subnets of every encoding, exits 1-5, dense skips on and off, widths 1.0 and 1.2)."""
+    encoding, dense, width, vector, arena, activations = row
+    space = SearchSpace(encoding, widths=(width,))
+    arch = space.decode([int(v) for v in vector.split(",")])
+    cfg = config_for_encoding(
+        encoding, preset="tiny", width=width, num_classes=10, dense_skips=dense
+    )
+    c = subnet_cost(arch, cfg, "int8")
+    assert c.tflm_arena_bytes - c.tflm_persistent_bytes == activations
+    assert 0 <= c.tflm_arena_bytes - arena <= TFLM_TOLERANCE
+    assert c.tflm_arena_bytes > c.peak_activation_bytes
+
+
+def test_tflm_persistent_part_follows_the_ops_not_the_resolution():
+    cfg = cfg_of("tiny", "exits+parallel", True)
+    for arch in archs_of("exits+parallel")[:50]:
+        small = subnet_cost(replace(arch, resolution=48), cfg, "int8")
+        big = subnet_cost(replace(arch, resolution=64), cfg, "int8")
+        assert small.tflm_persistent_bytes == big.tflm_persistent_bytes > 0
+        assert small.tflm_arena_bytes <= big.tflm_arena_bytes
+        # the reversed copy of the int8 input is live with the input
+        assert big.tflm_arena_bytes - big.tflm_persistent_bytes >= 2 * 3 * 64 * 64
 
 
 # --------------------------------------------------------------------------- CLI
@@ -744,11 +883,12 @@ def test_cli_cost_bad_input_exits_2(cli, tmp_path):
 
 
 def test_subnet_cost_record():
-    c = SubnetCost(1, 2, 3, 4, "int8")
+    c = SubnetCost(1, 2, 3, 4, "int8", 5, 2)
     assert c.as_dict() == {
         "params": 1,
         "macs": 2,
         "peak_sram_bytes": 3,
+        "tflm_arena_bytes": 5,
         "flash_bytes": 4,
         "dtype": "int8",
     }

@@ -172,6 +172,32 @@ def test_check_feasible_names_budgets_and_smallest_figures(tmp_path):
     assert "flash_bytes is" not in msg  # within budget: not named
 
 
+def test_runtime_decides_which_figure_the_sram_budget_judges(tmp_path):
+    """Shipped profiles name their runtime; a TFLM profile judges max_peak_sram_bytes on the
+    TFLM arena (tflm_arena_bytes), every other runtime on the MCUNet-style peak."""
+    expected = {
+        "microcontroller-profile": "tinyengine",
+        "mcu-large-profile": "tinyengine",
+        "mcu-nano-profile": "tflm",
+    }
+    for name in list_profiles():
+        prof = load_profile(name)
+        assert prof.runtime == expected.get(name, prof.runtime) and prof.runtime
+        assert prof.to_dict()["hardware"]["runtime"] == prof.runtime
+        text = tomllib.loads(Path(prof.source).read_text())
+        assert "runtime" in text["hardware"], name  # every shipped profile says which
+    assert load_profile(_write(tmp_path, GOOD)).runtime == "onnxruntime"  # the default
+    costs = {"peak_sram_bytes": 50_000, "tflm_arena_bytes": 80_000}
+    for runtime, passed, key in (("tinyengine", True, "peak_sram_bytes"), ("tflm", False, None)):
+        text = GOOD.replace('dtype = "int8"', f'dtype = "int8"\nruntime = "{runtime}"')
+        prof = load_profile(_write(tmp_path, text, f"{runtime}.toml"))
+        (sram,) = [c for c in prof.check(costs) if c.budget_key == "max_peak_sram_bytes"]
+        assert sram.passed is passed and sram.name == (key or "tflm_arena_bytes")
+        assert ("tflm_arena_bytes", "max_peak_sram_bytes") in prof.budget_pairs() or passed
+    with pytest.raises(Natv2Error, match="tflm_arena_bytes is 80000"):
+        check_feasible(prof, {**costs, "macs": 1})
+
+
 # ------------------------------------------------------------------ CLI
 
 
@@ -244,6 +270,14 @@ BAD_CASES = {
         ["derived budget max_macs = 0", "budgets.max_macs"],
     ),
     "invalid_toml": (GOOD.replace("[task]", "[task"), ["invalid TOML"]),
+    "unknown_runtime": (
+        GOOD.replace('dtype = "int8"', 'dtype = "int8"\nruntime = "cmsis"'),
+        ["'hardware.runtime'", "'cmsis'", "onnxruntime, tinyengine, tflm, litert, pytorch"],
+    ),
+    "runtime_not_a_string": (
+        GOOD.replace('dtype = "int8"', 'dtype = "int8"\nruntime = 3'),
+        ["'hardware.runtime' must be a string"],
+    ),
 }
 
 

@@ -282,3 +282,41 @@ def test_an_accuracy_only_search_proposes_the_predicted_best_and_adapts_on_many(
     monkeypatch.setattr(search_mod, "front_sampler", sampler_spy)
     search.adapt(1)
     assert sampled and sampled[0] > 1
+
+
+def test_a_tflm_profile_constrains_the_search_on_the_tflm_arena(tmp_path):
+    """The search's feasibility and NSGA-III constraint judge a TFLM profile's SRAM budget on
+    the TFLM arena: subnets whose MCUNet-style peak fits but whose arena does not are out."""
+    from types import SimpleNamespace
+
+    from natv2.profiling.cost import subnet_cost
+    from natv2.search import NATv2Search, SubnetProblem
+    from natv2.supernet.config import config_for_encoding
+
+    space = SearchSpace("exits+parallel", widths=(1.0,))
+    cfg = config_for_encoding("exits+parallel", preset="tiny", width=1.0, num_classes=10)
+    vectors = space.canonical_batch(space.sample(300, np.random.default_rng(5)))
+    costs = [subnet_cost(space.decode(v), cfg, "int8") for v in vectors]
+    budget = int(np.median([c.tflm_arena_bytes for c in costs]))
+    between = [c.peak_activation_bytes <= budget < c.tflm_arena_bytes for c in costs]
+    assert sum(between) >= 10  # the MCUNet-style figure alone would let these through
+    path = tmp_path / "tflm-board.toml"
+    path.write_text(
+        'name = "tflm-board"\ndescription = "a TFLM board"\n[hardware]\ndtype = "int8"\n'
+        'runtime = "tflm"\nmacs_per_second = 1.0e8\n[task]\nobjectives = ["accuracy", "macs"]\n'
+        f"[budgets]\nmax_peak_sram_bytes = {budget}\n"
+    )
+    job = SimpleNamespace(space=space, profile=load_profile(path), objectives=("accuracy", "macs"))
+    search = SimpleNamespace(job=job, config=cfg)
+    search.costs_matrix = lambda V: [NATv2Search.describe(search, v) for v in V]
+    records = search.costs_matrix(vectors)
+    fits = [c.tflm_arena_bytes <= budget for c in costs]
+    assert [r["feasible"] for r in records] == fits
+    assert all(
+        r["tflm_arena_bytes"] == c.tflm_arena_bytes for r, c in zip(records, costs, strict=True)
+    )
+    problem = SubnetProblem(search, SimpleNamespace(predict=lambda V: np.full(len(V), 0.5)))
+    assert problem.constraint_keys == [("tflm_arena_bytes", "max_peak_sram_bytes")]
+    out: dict = {}
+    problem._evaluate(vectors.astype(float), out)
+    assert list(out["G"][:, 0] <= 0) == fits

@@ -46,6 +46,8 @@ from natv2.export.tflite import (
 from natv2.export.tflm import TflmRunner, _Prober
 
 STEPS = 60
+#: the cost model's TFLM arena is over TFLM's own by at most this many bytes (profiling/cost.py)
+TFLM_TOLERANCE = 12
 
 
 def _arch(encoding: str, resolution: int, exit_: int, pick, seed: int) -> Arch:
@@ -209,6 +211,12 @@ def test_int8_tflite_is_fully_int8_and_runs_in_tflm(name, exported, digits):
     input_bytes = int(np.prod(graph.input.shape))
     assert tflm["activations_bytes"] == max(peak["onnx_graph"], 2 * input_bytes)
     assert tflm["natv2_peak_sram_bytes"] == peak
+    # the cost model's TFLM figure: activations equal, the arena an upper bound within tolerance
+    model = report["memory"]["tflm_arena_bytes"]
+    assert model["tflm"] == arena
+    assert model["cost_model"] - model["cost_model_persistent"] == tflm["activations_bytes"]
+    assert 0 <= model["cost_model"] - arena <= TFLM_TOLERANCE, (model, arena)
+    assert model["cost_model_persistent"] >= tflm["persistent_bytes"]
     # TFLM agrees with onnxruntime int8 on the same test images
     acc = tflm["accuracy"]
     assert acc["images"] == report["accuracy"]["images"] == len(digits.test)
@@ -218,7 +226,9 @@ def test_int8_tflite_is_fully_int8_and_runs_in_tflm(name, exported, digits):
     print(
         f"\n{name}: {net.arch.id} tflite {len(data):,} B, onnx int8 "
         f"{report['int8']['file_bytes']:,} B; TFLM arena {arena:,} B (activations "
-        f"{tflm['activations_bytes']:,} + persistent {tflm['persistent_bytes']:,}); natv2 peak "
+        f"{tflm['activations_bytes']:,} + persistent {tflm['persistent_bytes']:,}; cost model "
+        f"{model['cost_model']:,} = {model['cost_model'] - model['cost_model_persistent']:,} + "
+        f"{model['cost_model_persistent']:,}); natv2 peak "
         f"SRAM {report['memory']['peak_sram_bytes']['onnx_graph']:,} B (cost model "
         f"{report['memory']['peak_sram_bytes']['cost_model']:,}); TFLM top-1 "
         f"{acc['top1']:.3f}, onnx int8 {report['accuracy']['int8_top1']:.3f}, agreement "
@@ -227,6 +237,75 @@ def test_int8_tflite_is_fully_int8_and_runs_in_tflm(name, exported, digits):
     text = summary(report)
     assert "TFLM arena" in text and "agrees with onnxruntime int8" in text
     print(text)
+
+
+# more subnets, untrained, with random BatchNorm statistics (so no BatchNorm step folds away):
+# parallel levels with all three branches and dense skips, an early exit, width 1.2
+MORE = {
+    "parallel-dense": ("parallel", True, 1.0, 56, 5, 7),
+    "exits+parallel-x2": ("exits+parallel", False, 1.0, 48, 2, 9),
+    "baseline-w12-dense": ("baseline", True, 1.2, 56, 5, 15),
+}
+
+
+def _random_bn(net: nn.Module) -> nn.Module:
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.uniform_(-0.2, 0.2, generator=gen)
+    return net.eval()
+
+
+@pytest.mark.parametrize("name", list(MORE))
+def test_cost_model_tflm_arena_on_more_subnets(name, digits, tmp_path):
+    """natv2's TFLM figure against TFLM's arena (find_arena) on three more subnets; the one
+    with dense skips is exported for the TFLM profile, whose verdict judges the measured arena."""
+    from natv2.export.tflite import convert_int8
+    from natv2.export.tflm import find_arena
+    from natv2.profiling.cost import subnet_cost
+
+    encoding, dense, width, resolution, exit_, seed = MORE[name]
+    space = SearchSpace(encoding, widths=(width,))
+    arch = space.decode(space.sample(1, np.random.default_rng(seed))[0])
+    arch = space.decode(space.encode(Arch(resolution, width, exit_, arch.levels)))
+    if name == "parallel-dense":
+        arch = space.decode(space.encode(_all_branches_first(arch)))
+    cfg = config_for_encoding(
+        encoding, preset="tiny", width=width, num_classes=10, dense_skips=dense
+    )
+    torch.manual_seed(0)
+    net = _random_bn(Subnet(arch, cfg))
+    cost = subnet_cost(arch, cfg, "int8")
+    if name != "baseline-w12-dense":
+        gen = torch.Generator().manual_seed(0)
+        calib = [torch.randn(4, 3, resolution, resolution, generator=gen)]
+        arena = find_arena(convert_int8(net, resolution, calib).model)
+        assert cost.tflm_arena_bytes - cost.tflm_persistent_bytes == arena.head_bytes
+        assert 0 <= cost.tflm_arena_bytes - arena.arena_bytes <= TFLM_TOLERANCE
+        return
+    profile = load_profile("mcu-nano-profile")
+    assert profile.runtime == "tflm"
+    report = export_folder(
+        net,
+        tmp_path / "export",
+        arch=arch,
+        save_module=lambda f: save_subnet(net, f),
+        cost_config=cfg,
+        profile=profile,
+        dataset=digits,
+        latency_runs=0,
+        calibration_images=16,
+    )
+    arena = report["tflm"]["arena_bytes"]
+    assert report["memory"]["tflm_arena_bytes"]["cost_model"] == cost.tflm_arena_bytes
+    assert 0 <= cost.tflm_arena_bytes - arena <= TFLM_TOLERANCE
+    (sram,) = [c for c in report["verdict"]["checks"] if c["budget_key"] == "max_peak_sram_bytes"]
+    assert sram["name"] == "tflm_arena_bytes" and sram["value"] == arena
+    assert "TFLM arena (measured" in report["verdict"]["sram_basis"]
 
 
 def test_tflite_runs_where_asked_and_fails_clearly_without_the_extra(digits, tmp_path, monkeypatch):

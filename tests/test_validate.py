@@ -120,6 +120,21 @@ def test_validate_json_is_one_document_with_every_figure(mbv3, capsys):
     assert doc["passed"] is False and doc["accuracy"] is None
 
 
+def test_validate_onnx_names_the_sram_budget_a_tflm_profile_cannot_judge(mbv3, capsys):
+    """mcu-nano-profile judges SRAM on the TFLM arena: an ONNX file has none, so the budget
+    is named as not checked (never silently dropped, never judged on another figure)."""
+    args = ["validate", str(mbv3), "--device", "mcu-nano-profile", "--json", *FAST]
+    _, out, _ = _run(args, capsys)
+    doc = json.loads(out)
+    assert "max_peak_sram_bytes" not in {c["budget_key"] for c in doc["checks"]}
+    assert "validate the .tflite file" in doc["unchecked"]["max_peak_sram_bytes"]
+    _, out, _ = _run(["validate", str(mbv3), "--device", "mcu-nano-profile", *FAST], capsys)
+    assert "max_peak_sram_bytes" in out and "not checked" in out
+    args = ["validate", str(mbv3), "--device", "microcontroller-profile", "--json", *FAST]
+    _, out, _ = _run(args, capsys)
+    assert json.loads(out)["unchecked"] == {}
+
+
 def test_validate_passes_a_permissive_profile_with_exit_0(mbv3, tmp_path, capsys):
     profile = tmp_path / "roomy.toml"
     profile.write_text(PERMISSIVE)

@@ -76,6 +76,7 @@ _COST_LABELS = {
     "params": ("params", ""),
     "macs": ("MACs", ""),
     "peak_sram_bytes": ("peak SRAM", " B"),
+    "tflm_arena_bytes": ("TFLM arena", " B"),
     "flash_bytes": ("flash", " B"),
     "latency_ms": ("latency (estimate)", " ms"),
 }
@@ -171,7 +172,11 @@ def cost(
         typer.echo(f"canonical vector: {vector_text(doc['vector'])}")
     for key, (label, unit) in _COST_LABELS.items():
         if doc.get(key) is not None:
-            at = f" ({dtype})" if key in ("peak_sram_bytes", "flash_bytes") else ""
+            at = (
+                f" ({dtype})"
+                if key in ("peak_sram_bytes", "tflm_arena_bytes", "flash_bytes")
+                else ""
+            )
             typer.echo(f"  {label:<19} {_num(doc[key]):>16}{unit}{at}")
     if profile is None:
         return
