@@ -381,3 +381,42 @@ def test_cli_export_writes_the_tflite_file_and_report_keys(cli, supernet_ckpt, t
     bad.write_bytes(b"not a flatbuffer")
     r = cli("validate", bad, "--device", "microcontroller-profile")
     assert r.code == 2 and "not a TFLite flatbuffer" in r.err and "Traceback" not in r.err
+
+
+def _tflm_agreement(net: nn.Module, digits, resolution: int) -> float:
+    """Share of 200 test images on which TFLM's int8 file and the float module agree."""
+    from natv2.export.tflite import convert_int8
+
+    items = [digits.test[i] for i in range(200)]
+    x = digits.prepare_batch(torch.stack([a for a, _ in items]), resolution, train=False)
+    calib = [
+        digits.prepare_batch(
+            torch.stack([digits.train[i][0] for i in range(j, j + 50)]), resolution, train=False
+        )
+        for j in (0, 50)
+    ]
+    tfl = convert_int8(net, resolution, calib)
+    from natv2.export.tflm import find_arena
+
+    runner = TflmRunner(tfl.model, find_arena(tfl.model).arena_bytes)
+    with torch.no_grad():
+        ref = net(x).argmax(1).numpy()
+    return float(np.mean(runner.outputs(x).argmax(1) == ref))
+
+
+def test_a_dead_squeeze_excite_does_not_break_the_int8_file(digits, monkeypatch):
+    """A squeeze-excite whose hidden units are dead for a subnet (ReLU output constant at ~0 on
+    every calibration image) got a ~4e-12 scale, an overflowing int32 bias in the next conv and
+    a gate of 0: a main-job front subnet ran at 10 % in TFLM against 94.7 % in float. The
+    calibration ranges are widened (``widen_degenerate_ranges``); without that, this fails."""
+    import natv2.export.tflite as tflite
+
+    net = _train(_build("se"), digits, 48)
+    se = next(m for m in net.modules() if isinstance(m, SqueezeExcite))
+    with torch.no_grad():
+        se.reduce.weight.zero_()
+        se.reduce.bias.fill_(1e-9)  # constant, nearly zero: what dead units calibrate to
+        se.expand.bias.fill_(3.0)  # the gate is then set by the expand bias alone
+    assert _tflm_agreement(net, digits, 48) >= 0.9
+    monkeypatch.setattr(tflite, "widen_degenerate_ranges", lambda qsvs: qsvs)
+    assert _tflm_agreement(net, digits, 48) < 0.5
