@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from batchnorm_stats import randomise_batchnorm
 from onnx import numpy_helper
 from torch import nn
 
@@ -34,15 +35,10 @@ TINY = {"preset": "tiny", "width": 1.0, "num_classes": 10}
 def randomised(net):
     """Non-trivial BatchNorm statistics and affine terms, as training would leave them: the
     logits of an untrained supernet are tiny and would make parity trivially true."""
-    gen = torch.Generator().manual_seed(0)
+    randomise_batchnorm(net, torch.Generator().manual_seed(0))
     with torch.no_grad():
         for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.uniform_(-0.2, 0.2, generator=gen)
-            elif isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):
                 m.weight.mul_(50.0)
     return net.eval()
 

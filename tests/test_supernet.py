@@ -7,6 +7,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
+from batchnorm_stats import randomise_batchnorm
 
 import natv2.supernet.elastic as elastic_mod
 import natv2.supernet.network as network_mod
@@ -35,13 +36,7 @@ def randomised(net):
         for name, p in net.named_parameters():
             if "transforms" in name:
                 p.add_(0.05 * torch.randn(p.shape, generator=gen))
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.uniform_(-0.2, 0.2, generator=gen)
-    return net.eval()
+    return randomise_batchnorm(net, gen).eval()
 
 
 @pytest.fixture(scope="module", params=ENCODINGS)

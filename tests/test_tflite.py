@@ -26,6 +26,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from batchnorm_stats import randomise_batchnorm
 from torch import nn
 
 from natv2.device_profiles import load_profile
@@ -154,12 +155,7 @@ def test_mirrored_layout_gives_the_module_outputs(name):
     on an untrained subnet with random BatchNorm statistics (large, varied activations)."""
     net = _build(name).eval()
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.weight.uniform_(0.5, 1.5, generator=gen)
+    randomise_batchnorm(net, gen, bias=False)
     r = net.arch.resolution
     x = torch.randn(3, 3, r, r, generator=gen)
     mirrored = mirrored_module(net, r)
@@ -249,15 +245,7 @@ MORE = {
 
 
 def _random_bn(net: nn.Module) -> nn.Module:
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.uniform_(-0.2, 0.2, generator=gen)
-    return net.eval()
+    return randomise_batchnorm(net, torch.Generator().manual_seed(1)).eval()
 
 
 @pytest.mark.parametrize("name", list(MORE))
