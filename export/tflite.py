@@ -622,10 +622,10 @@ def widen_degenerate_ranges(qsvs: dict, floor: float = MIN_ACTIVATION_RANGE) -> 
     of a squeeze-excite whose hidden units are all dead for this subnet, gets a range like
     [0, 1e-9] and so a scale of ~4e-12. The next conv's int32 bias is quantized with
     input scale x weight scale, so it overflows, and its requantization multiplier underflows:
-    the SE gate drops to 0 and the stage's output with it (measured: a front subnet at 10 %
-    TFLM top-1 against 86.7 % for onnxruntime int8, whose MinMax uses scale 1 for a zero
-    range). Widening keeps the calibrated values exact (they all quantize to the zero point
-    or near it) and keeps every scale in int8/int32 range.
+    the SE gate drops to 0 and the stage's output with it (measured: a main-job front subnet
+    at 10 % TFLM top-1 against 94.7 % float; 94.6 % with the widening). Widening keeps the
+    calibrated values exact (they all quantize to the zero point or near it) and keeps every
+    scale in int8/int32 range.
     """
     out = {}
     for name, qsv in qsvs.items():
