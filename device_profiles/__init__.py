@@ -46,7 +46,9 @@ Which figure ``max_peak_sram_bytes`` is judged on (``Profile.budget_pairs``, the
 ``runtime = "tflm"`` judges the TFLite Micro arena (``tflm_arena_bytes``: activations as TFLM's
 greedy planner lays out the converted graph, plus TFLM's persistent part: tensor structs, node
 structs, per-channel quantization data); every other runtime judges the MCUNet-style peak of
-live activations (``peak_sram_bytes``).
+live activations (``peak_sram_bytes``). Likewise ``max_flash_bytes``: ``runtime = "tflm"`` judges
+the int8 TFLite file that TFLM flashes (``tflite_bytes``, per-channel quantization records
+included); every other runtime the deployed weights (``flash_bytes``).
 
 Every number is range-checked (integers and numbers up to ``MAX_FIGURE`` = 10**18, far above any
 device) and names are printable text, so a hostile file cannot reach a traceback or the terminal.
@@ -90,6 +92,9 @@ LATENCY_MODES: tuple[str, ...] = ("estimate", "measure")
 RUNTIMES: tuple[str, ...] = ("onnxruntime", "tinyengine", "tflm", "litert", "pytorch")
 #: runtime -> the cost key its SRAM budget is judged on (others: ``peak_sram_bytes``)
 _SRAM_COST_KEYS: dict[str, str] = {"tflm": "tflm_arena_bytes"}
+#: runtime -> the cost key its flash budget is judged on (others: ``flash_bytes``, the deployed
+#: weights): TFLM flashes the int8 TFLite file itself, with its per-channel quantization records
+_FLASH_COST_KEYS: dict[str, str] = {"tflm": "tflite_bytes"}
 _TFLM_NOTE = " (runtime = tflm: TFLite Micro's arena, activations plus its persistent part)"
 OBJECTIVES: tuple[str, ...] = ("accuracy", "params", "macs", "flash", "peak_sram", "latency")
 RESOLUTIONS: tuple[int, ...] = (48, 52, 56, 60, 64)
@@ -223,15 +228,16 @@ class Profile:
         """The cost key ``max_peak_sram_bytes`` is judged on: the runtime's own figure."""
         return _SRAM_COST_KEYS.get(self.runtime, "peak_sram_bytes")
 
+    @property
+    def flash_cost_key(self) -> str:
+        """The cost key ``max_flash_bytes`` is judged on: what the runtime flashes."""
+        return _FLASH_COST_KEYS.get(self.runtime, "flash_bytes")
+
     def budget_pairs(self) -> list[tuple[str, str]]:
         """(cost key, budget key) of every budget in force, in report order: what decides fit,
         for the search's constraints, its feasibility check and export's verdict alike."""
-        sram = self.sram_cost_key
-        return [
-            (sram if c == "peak_sram_bytes" else c, b)
-            for c, b in COST_KEYS.items()
-            if b in self.budgets
-        ]
+        runtime_keys = {"peak_sram_bytes": self.sram_cost_key, "flash_bytes": self.flash_cost_key}
+        return [(runtime_keys.get(c, c), b) for c, b in COST_KEYS.items() if b in self.budgets]
 
     def check(self, costs: dict[str, float]) -> list[BudgetCheck]:
         """Compare costs (keys params, macs, flash_bytes, latency_ms, and peak_sram_bytes or
@@ -272,6 +278,7 @@ class Profile:
                 "dtype": self.dtype,
                 "runtime": self.runtime,
                 "sram_judged_on": self.sram_cost_key,
+                "flash_judged_on": self.flash_cost_key,
                 "macs_per_second": self.macs_per_second,
                 "safety_margin": self.safety_margin,
                 "latency": self.latency,

@@ -428,6 +428,9 @@ def export_folder(
     model_arena = None if cost_at_dtype is None else cost_at_dtype.tflm_arena_bytes
     # a TFLM profile's SRAM budget is judged on TFLM's measured arena where there is one
     tflm_arena = arena.arena_bytes if arena is not None else model_arena
+    # a TFLM profile's flash budget is judged on the TFLite file, measured where there is one
+    model_tflite = None if cost_at_dtype is None else cost_at_dtype.tflite_bytes
+    tflite_bytes = len(tfl.model) if tfl is not None else model_tflite
     if profile is not None:
         checks = profile.check(
             {
@@ -436,6 +439,7 @@ def export_folder(
                 "flash_bytes": graph_costs.flash_bytes,
                 "peak_sram_bytes": graph_costs.peak_activation_bytes,
                 "tflm_arena_bytes": tflm_arena,
+                "tflite_bytes": tflite_bytes,
                 "latency_ms": latency_ms,
             }
         )
@@ -483,6 +487,10 @@ def export_folder(
                 else cost_at_dtype.peak_activation_bytes,
             },
             "peak_node": graph_costs.peak_node,
+            "tflite_bytes": {
+                "file": None if tfl is None else len(tfl.model),
+                "cost_model": model_tflite,
+            },
             "tflm_arena_bytes": {
                 "tflm": None if arena is None else arena.arena_bytes,
                 "cost_model": model_arena,
@@ -637,7 +645,13 @@ def summary(report: dict[str, Any]) -> str:
     if tfl is not None and "file_bytes" in tfl:
         io_ = tfl["input"]
         lines.append(
-            f"tflite     {tfl['file_bytes']:,} B, "
+            f"tflite     {tfl['file_bytes']:,} B"
+            + (
+                f" (cost model {mem['tflite_bytes']['cost_model']:,})"
+                if mem.get("tflite_bytes", {}).get("cost_model") is not None
+                else ""
+            )
+            + ", "
             f"{'fully int8' if tfl['fully_int8'] else 'NOT fully int8'}, "
             f"{sum(tfl['ops'].values())} ops, no PAD; input {io_['dtype']} "
             f"{'x'.join(map(str, io_['shape']))} (scale {io_['scale']:.4g}, "

@@ -349,8 +349,17 @@ class TfliteGraph:
     params: int  # elements of conv / depthwise / fully-connected weights and biases
     macs: int  # conv + depthwise + fully-connected, the paper's convention
     constant_bytes: int  # bytes of all constant buffers
+    channels: int  # output channels of conv / depthwise / fully-connected ops
     offset_buffers: int
     weight_quantization: tuple[str, ...]  # per weight: "per-channel symmetric" etc.
+
+    @property
+    def deployed_bytes(self) -> int:
+        """Flash of the constants as a code-generating runtime (TinyEngine) stores them: the
+        file's constant buffers plus a float32 scale per output channel of every conv and
+        linear (the cost model's int8 flash rule; a strided 1x1 conv of the mirrored graph is a
+        2x2 kernel here, so this is the cost model's figure plus those zero taps)."""
+        return self.constant_bytes + 4 * self.channels
 
     @property
     def fully_int8(self) -> bool:
@@ -369,6 +378,7 @@ class TfliteGraph:
             "params": self.params,
             "macs": self.macs,
             "constant_bytes": self.constant_bytes,
+            "deployed_bytes": self.deployed_bytes,
             "offset_buffers": self.offset_buffers,
             "weights": dict(Counter(self.weight_quantization)),
         }
@@ -409,7 +419,7 @@ def read_tflite(data: bytes, where: str = "the TFLite model") -> TfliteGraph:
         return TensorQuant(name, types_n.get(t.type, str(t.type)), shape, scale, zp)
 
     ops: Counter[str] = Counter()
-    params = macs = 0
+    params = macs = channels = 0
     weights: list[str] = []
     for op in g.operators or []:
         code = model.operatorCodes[op.opcodeIndex]
@@ -421,6 +431,7 @@ def read_tflite(data: bytes, where: str = "the TFLite model") -> TfliteGraph:
         w = g.tensors[ins[1]]
         wshape = [int(v) for v in w.shape]
         out = [int(v) for v in g.tensors[op.outputs[0]].shape]
+        channels += out[-1]
         params += int(np.prod(wshape)) + sum(int(np.prod(g.tensors[i].shape)) for i in ins[2:])
         if name == "CONV_2D":  # weights O x KH x KW x I/groups
             macs += int(np.prod(out)) * wshape[1] * wshape[2] * wshape[3]
@@ -453,6 +464,7 @@ def read_tflite(data: bytes, where: str = "the TFLite model") -> TfliteGraph:
         params=params,
         macs=macs,
         constant_bytes=const_bytes,
+        channels=channels,
         offset_buffers=sum(1 for b in buffers if b.offset),
         weight_quantization=tuple(weights),
     )

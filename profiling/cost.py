@@ -58,6 +58,19 @@ Definitions (shared with ``natv2.profiling.counters``):
   bound there. A BatchNorm whose parameters make a step vanish (the default init) converts to
   fewer ops: the figure is then an upper bound too.
 
+* **TFLite file** (``tflite_bytes``: the int8 file of ``natv2.export.tflite``, which TFLM
+  flashes; profiles with ``runtime = "tflm"`` judge their flash budget on it). Its constant
+  data is the deployed weights as int8, an int32 bias per output channel of every conv and
+  linear, a loose BatchNorm's four per-channel int8 constants, and the zero taps of a strided
+  1x1 conv on an even-sized map (a 2x2 kernel in the mirrored graph). Its records: per op
+  ``TFLITE_OP_BYTES``, per tensor ``TFLITE_TENSOR_BYTES`` and per quantization entry (a float32
+  scale and an int64 zero point; per output channel for a conv's weight and bias, else one per
+  tensor) ``TFLITE_QUANT_BYTES``, plus ``TFLITE_GRAPH_BYTES`` once. Per-channel quantization
+  is why the file is 1.4-2x the deployed weights. Fitted on 10 converted graphs (9 untrained
+  random subnets of every encoding, dense skips and width 1.2 among them, and the main job's
+  maximal subnet): constant data and the op, tensor and quantization counts equal, the figure
+  23 to 297 bytes over the file (names and alignment vary a little), so an upper bound.
+
 Segments: ``stem`` (stem conv and the fixed first block), ``stage1`` .. ``stageX`` (X = exit),
 ``head`` (the exit's classifier). Params, MACs and flash add up over segments; the peak of a
 subnet is the largest segment peak, where each segment's peak counts its input while alive.
@@ -111,6 +124,14 @@ TFLM_BUILTIN_DATA_BYTES: dict[str, int] = {
 # unrecorded rest of the tail that does not grow with the ops (524: the largest seen, so the
 # figure is 0-12 bytes over TFLM's arena on natv2's graphs)
 TFLM_GRAPH_BYTES = 128 + 64 + TFLM_TENSOR_BYTES + 524
+# The int8 TFLite file (``tflite_bytes``: what TFLM flashes): its constant data, and per op, per
+# tensor and per quantization entry (a float32 scale and an int64 zero point) the flatbuffer's
+# records; fitted on natv2's converted graphs (module docstring, "TFLite file")
+TFLITE_OP_BYTES = 23
+TFLITE_TENSOR_BYTES = 105
+TFLITE_QUANT_BYTES = 12
+TFLITE_GRAPH_BYTES = 860
+TFLITE_LOOSE_BN_BYTES = 4  # a loose BatchNorm's four per-channel int8 constants
 _PER_CHANNEL_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})
 _LOOSE_BN_OPS = ("SUB", "MUL", "MUL", "ADD")
 
@@ -130,6 +151,7 @@ class SubnetCost:
     dtype: str
     tflm_arena_bytes: int = 0  # TFLM's arena: its activations plus its persistent part
     tflm_persistent_bytes: int = 0  # the persistent part alone
+    tflite_bytes: int = 0  # the int8 TFLite file (what TFLM flashes)
 
     def as_dict(self) -> dict[str, int | str]:
         return {
@@ -138,6 +160,7 @@ class SubnetCost:
             "peak_sram_bytes": self.peak_activation_bytes,
             "tflm_arena_bytes": self.tflm_arena_bytes,
             "flash_bytes": self.flash_bytes,
+            "tflite_bytes": self.tflite_bytes,
             "dtype": self.dtype,
         }
 
@@ -201,6 +224,14 @@ def _op_persistent(op: str, channels: int, consts: int) -> int:
     )
 
 
+def _op_file_bytes(op: str, channels: int, consts: int) -> int:
+    """The flatbuffer's records of one op of the TFLite graph: the op, its output tensor and
+    constants, and their quantization (per channel for a conv/depthwise/linear's weight and
+    bias, else one entry per tensor). Constant data is counted from the segment's counts."""
+    quant = 1 + (2 * channels if op in _PER_CHANNEL_OPS else consts)
+    return TFLITE_OP_BYTES + TFLITE_TENSOR_BYTES * (1 + consts) + TFLITE_QUANT_BYTES * quant
+
+
 class _Live:
     """Peak of live elements over a node sequence (the rule in the module docstring).
 
@@ -218,6 +249,7 @@ class _Live:
         self.n = 0
         self.tflm = tflm
         self.persistent = 0
+        self.file = 0  # the ops' records in the TFLite file (``_op_file_bytes``)
         self.se = 0  # squeeze-excites: their hard-sigmoid constant is one shared tensor
 
     def input(self, size: int) -> int:
@@ -227,11 +259,19 @@ class _Live:
         return len(self.sizes) - 1
 
     def op(
-        self, inputs: Sequence[int], size: int, op: str, channels: int = 0, consts: int = 0
+        self,
+        inputs: Sequence[int],
+        size: int,
+        op: str,
+        channels: int = 0,
+        consts: int = 0,
+        data: int = 0,
     ) -> int:
-        """A node that is an op of the TFLite graph (counted in TFLM's persistent part)."""
+        """A node that is an op of the TFLite graph (counted in TFLM's persistent part);
+        ``data``: constant bytes the file holds beyond the segment's counts."""
         if self.tflm:
             self.persistent += _op_persistent(op, channels, consts)
+            self.file += _op_file_bytes(op, channels, consts) + data
             size = _align(size)
         return self.node(inputs, size)
 
@@ -317,7 +357,10 @@ def _level(live: _Live, x: int, cfg, stage: int, io: tuple[int, int, int], hw: i
         out, seg = _irb(live, x, cfg, stage, cin, cout, stride, hw, block)
     if block.has_pointwise:
         seg = seg + _conv(cin, cout, 1, hw2)
-        b = live.act(live.conv(x, size, cout), size, act)
+        # a strided 1x1 conv on an even-sized map is a 2x2 kernel in the TFLite file (three
+        # zero taps: natv2.export.tflite._strided_pointwise)
+        extra = 3 * cin * cout if stride > 1 and hw % 2 == 0 else 0
+        b = live.act(live.op([x], size, "CONV_2D", cout, 2, extra), size, act)
         out = b if out is None else live.op([out, b], size, "ADD")
     if block.has_transform:
         h = x
@@ -341,9 +384,10 @@ def _level(live: _Live, x: int, cfg, stage: int, io: tuple[int, int, int], hw: i
 # residual), the channels of a loose BN the exporter folds into such an output before it, and
 # whether the level has no nodes (its output is its input buffer).
 # Then the TFLM-style columns: the two peaks, the output size (16-byte aligned), TFLM's
-# persistent bytes of the level's ops and its number of squeeze-excites.
+# persistent bytes of the level's ops, its number of squeeze-excites and the bytes of its ops'
+# records in the TFLite file.
 _Level = tuple[
-    int, int, int, int, int, int, int, int, int, int, bool, int, bool, int, int, int, int, int
+    int, int, int, int, int, int, int, int, int, int, bool, int, bool, int, int, int, int, int, int
 ]
 
 
@@ -351,7 +395,7 @@ def _count_level(cfg: SupernetConfig, stage: int, io: tuple[int, int, int], hw: 
     """A level's ``_Level`` entry; ``io`` is ``cfg.level_io(stage, index)``."""
     cin, cout, stride = io
     (die, keep), (seg, hw2) = _level_peaks(cfg, stage, io, hw, block, False)
-    (tdie, tkeep), (persistent, se) = _level_peaks(cfg, stage, io, hw, block, True)
+    (tdie, tkeep), (persistent, se, file) = _level_peaks(cfg, stage, io, hw, block, True)
     same = stride == 1 and cin == cout
     return (
         *seg[:6],
@@ -367,13 +411,14 @@ def _count_level(cfg: SupernetConfig, stage: int, io: tuple[int, int, int], hw: 
         _align(cout * hw2 * hw2),
         persistent,
         se,
+        file,
     )
 
 
 def _level_peaks(cfg: SupernetConfig, stage: int, io, hw: int, block: Block, tflm: bool):
     """((peak with the input dying at its last use, peak with it kept to the end), extra):
     extra is (counts, output size) by the MCUNet-style rule, or with ``tflm`` (TFLM's
-    persistent bytes of the level's ops, its squeeze-excites)."""
+    persistent bytes of the level's ops, its squeeze-excites, their TFLite file records)."""
     cin = io[0]
     live = _Live(tflm)
     x = live.input(cin * hw * hw)
@@ -383,7 +428,7 @@ def _level_peaks(cfg: SupernetConfig, stage: int, io, hw: int, block: Block, tfl
     die = max(profile, default=0)
     # with the input kept to the end of the level, it adds to every node after its last use
     keep = max([die, *(v + live.sizes[x] for v in profile[live.last[x] + 1 :])])
-    return (die, keep), ((live.persistent, live.se) if tflm else (seg, hw2))
+    return (die, keep), ((live.persistent, live.se, live.file) if tflm else (seg, hw2))
 
 
 # columns of a _Level that _dense_peak reads: (peak input dying, peak input kept, output size,
@@ -472,13 +517,24 @@ class _Tables:
     than counting a stage from its levels.
     """
 
-    __slots__ = ("add_bytes", "cfg", "heads", "in_sizes", "io", "levels", "stages", "stems")
+    __slots__ = (
+        "add_bytes",
+        "add_file",
+        "cfg",
+        "heads",
+        "in_sizes",
+        "io",
+        "levels",
+        "stages",
+        "stems",
+    )
 
     def __init__(self, cfg: SupernetConfig) -> None:
         self.cfg = cfg
         self.levels: dict[int, _Level] = {}
         self.stems: dict[int, tuple[tuple[int, ...], int]] = {}
         self.add_bytes = _op_persistent("ADD", 0, 0)
+        self.add_file = _op_file_bytes("ADD", 0, 0)
         self.heads: dict[tuple[int, int], tuple[int, ...]] = {}
         self.stages: dict[tuple[int, ...], tuple[int, ...]] = {}
         stages = range(len(STAGE_STRIDES))
@@ -499,8 +555,8 @@ class _Tables:
 
     def stage(self, stage: int, slots: Sequence[Block | None], hw: int) -> tuple[int, ...]:
         """(params, macs, weights, biases, channels, loose_bn, peak, TFLM peak, TFLM
-        persistent bytes, squeeze-excites, output size) of a stage given its four level
-        slots (skips as None) and its input size."""
+        persistent bytes, squeeze-excites, TFLite file records, output size) of a stage given
+        its four level slots (skips as None) and its input size."""
         table = self.levels
         hw_in = hw
         levels: list[_Level] = []
@@ -517,7 +573,7 @@ class _Tables:
             hw = lv[9]
             levels.append(lv)
             codes.append(code)
-        p = m = w = b = c = loose = peak = tpeak = persistent = se = 0
+        p = m = w = b = c = loose = peak = tpeak = persistent = se = file = 0
         for lv in levels:
             p += lv[0]
             m += lv[1]
@@ -531,6 +587,7 @@ class _Tables:
                 tpeak = lv[13]
             persistent += lv[16]
             se += lv[17]
+            file += lv[18]
         dense = self.cfg.dense_skips
         if levels[0][10] and levels[1][11] and (not dense or len(levels) == 2):
             loose -= levels[1][11]  # folded by the exporter into level 1's project conv
@@ -546,8 +603,10 @@ class _Tables:
                     _dense_peak(levels, _align(in_size), _TFLM_COLS),
                 )
             peak, tpeak = got
-            persistent += (1 if len(levels) == 3 else 3) * self.add_bytes  # the dense adds
-        return (p, m, w, b, c, loose, peak, tpeak, persistent, se, hw)
+            adds = 1 if len(levels) == 3 else 3  # the dense adds
+            persistent += adds * self.add_bytes
+            file += adds * self.add_file
+        return (p, m, w, b, c, loose, peak, tpeak, persistent, se, file, hw)
 
 
 _TABLES: dict[tuple[SupernetConfig, float], _Tables] = {}
@@ -602,7 +661,7 @@ def _stem(cfg: SupernetConfig, resolution: int) -> tuple[tuple[int, ...], int]:
         + _Seg(peak=live.peak())
     )
     fixed = TFLM_TENSOR_BYTES + TFLM_GRAPH_BYTES  # the graph input tensor, and the rest
-    return (*seg, tflm.peak(), tflm.persistent + fixed, 0), hw
+    return (*seg, tflm.peak(), tflm.persistent + fixed, 0, tflm.file + TFLITE_GRAPH_BYTES), hw
 
 
 def _head_graph(live: _Live, cfg: SupernetConfig, stage: int, hw: int) -> None:
@@ -634,18 +693,20 @@ def _head(cfg: SupernetConfig, stage: int, hw: int) -> tuple[int, ...]:
         )
         + _Seg(peak=live.peak())
     )
-    return (*seg, tflm.peak(), tflm.persistent, 0)
+    return (*seg, tflm.peak(), tflm.persistent, 0, tflm.file)
 
 
 def _counts(arch: Arch, config: SupernetConfig) -> tuple[int, ...]:
     """(params, macs, weights, biases, channels, loose_bn, peak elements, TFLM peak bytes at
-    int8, TFLM persistent bytes, squeeze-excites) of ``arch``."""
+    int8, TFLM persistent bytes, squeeze-excites, TFLite file records) of ``arch``."""
     t = _tables(config, arch.width)
-    (p, m, w, b, c, loose, peak, tpeak, persistent, se), hw = t.stem(arch.resolution)
+    (p, m, w, b, c, loose, peak, tpeak, persistent, se, file), hw = t.stem(arch.resolution)
     levels = arch.levels
     stage = t.stage
     for s in range(arch.exit):
-        sp, sm, sw, sb, sc, sl, spk, stp, spers, sse, hw = stage(s, levels[4 * s : 4 * s + 4], hw)
+        sp, sm, sw, sb, sc, sl, spk, stp, spers, sse, sfile, hw = stage(
+            s, levels[4 * s : 4 * s + 4], hw
+        )
         p += sp
         m += sm
         w += sw
@@ -658,7 +719,8 @@ def _counts(arch: Arch, config: SupernetConfig) -> tuple[int, ...]:
             tpeak = stp
         persistent += spers
         se += sse
-    hp, hm, hw_, hb, hc, hl, hpk, htp, hpers, _ = t.head(arch.exit - 1, hw)
+        file += sfile
+    hp, hm, hw_, hb, hc, hl, hpk, htp, hpers, _, hfile = t.head(arch.exit - 1, hw)
     return (
         p + hp,
         m + hm,
@@ -670,6 +732,7 @@ def _counts(arch: Arch, config: SupernetConfig) -> tuple[int, ...]:
         max(tpeak, htp),
         persistent + hpers,
         se,
+        file + hfile,
     )
 
 
@@ -689,9 +752,10 @@ def _check_dtype(dtype: str) -> None:
 
 
 def _cost(counts: Sequence[int], dtype: str) -> SubnetCost:
-    p, m, w, b, c, loose, peak, tpeak, persistent, se = counts
+    p, m, w, b, c, loose, peak, tpeak, persistent, se, file = counts
     # the squeeze-excites' hard-sigmoid scalar is one tensor shared by the whole graph
     persistent += TFLM_TENSOR_BYTES if se else 0
+    file += TFLITE_TENSOR_BYTES + TFLITE_QUANT_BYTES + 1 if se else 0  # its int8 scalar
     return SubnetCost(
         p,
         m,
@@ -700,6 +764,7 @@ def _cost(counts: Sequence[int], dtype: str) -> SubnetCost:
         dtype,
         tpeak * DTYPE_BYTES[dtype] + persistent,
         persistent,
+        w + 4 * c + TFLITE_LOOSE_BN_BYTES * loose + file,
     )
 
 
@@ -756,7 +821,7 @@ def cheapest_costs(space: SearchSpace, config: SupernetConfig, dtype: str) -> di
             )
             cost = subnet_cost(arch, config, dtype)
             c = cost.as_dict()
-            for key in ("params", "macs", "peak_sram_bytes", "flash_bytes"):
+            for key in ("params", "macs", "peak_sram_bytes", "flash_bytes", "tflite_bytes"):
                 best[key] = min(best.get(key, c[key]), c[key])
             act = cost.tflm_arena_bytes - cost.tflm_persistent_bytes
             parts["act"] = min(parts.get("act", act), act)

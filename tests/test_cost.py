@@ -883,12 +883,13 @@ def test_cli_cost_bad_input_exits_2(cli, tmp_path):
 
 
 def test_subnet_cost_record():
-    c = SubnetCost(1, 2, 3, 4, "int8", 5, 2)
+    c = SubnetCost(1, 2, 3, 4, "int8", 5, 2, 6)
     assert c.as_dict() == {
         "params": 1,
         "macs": 2,
         "peak_sram_bytes": 3,
         "tflm_arena_bytes": 5,
         "flash_bytes": 4,
+        "tflite_bytes": 6,
         "dtype": "int8",
     }

@@ -320,3 +320,41 @@ def test_a_tflm_profile_constrains_the_search_on_the_tflm_arena(tmp_path):
     out: dict = {}
     problem._evaluate(vectors.astype(float), out)
     assert list(out["G"][:, 0] <= 0) == fits
+
+
+def test_a_tflm_profile_constrains_the_search_on_the_tflite_file(tmp_path):
+    """A TFLM profile's flash budget is judged on the int8 TFLite file (per-channel
+    quantization records and all), not on the deployed weights: subnets whose weights fit but
+    whose file does not are out, in the records' feasibility and in NSGA-III's constraint."""
+    from types import SimpleNamespace
+
+    from natv2.profiling.cost import subnet_cost
+    from natv2.search import NATv2Search, SubnetProblem
+    from natv2.supernet.config import config_for_encoding
+
+    space = SearchSpace("exits+parallel", widths=(1.0,))
+    cfg = config_for_encoding("exits+parallel", preset="tiny", width=1.0, num_classes=10)
+    vectors = space.canonical_batch(space.sample(300, np.random.default_rng(6)))
+    costs = [subnet_cost(space.decode(v), cfg, "int8") for v in vectors]
+    budget = int(np.median([c.tflite_bytes for c in costs]))
+    between = [c.flash_bytes <= budget < c.tflite_bytes for c in costs]
+    assert sum(between) >= 10  # the deployed-weights figure alone would let these through
+    path = tmp_path / "tflm-board.toml"
+    path.write_text(
+        'name = "tflm-board"\ndescription = "a TFLM board"\n[hardware]\ndtype = "int8"\n'
+        'runtime = "tflm"\nmacs_per_second = 1.0e8\n[task]\nobjectives = ["accuracy", "macs"]\n'
+        f"[budgets]\nmax_flash_bytes = {budget}\n"
+    )
+    profile = load_profile(path)
+    assert profile.flash_cost_key == "tflite_bytes"
+    job = SimpleNamespace(space=space, profile=profile, objectives=("accuracy", "macs"))
+    search = SimpleNamespace(job=job, config=cfg)
+    search.costs_matrix = lambda V: [NATv2Search.describe(search, v) for v in V]
+    records = search.costs_matrix(vectors)
+    fits = [c.tflite_bytes <= budget for c in costs]
+    assert [r["feasible"] for r in records] == fits
+    problem = SubnetProblem(search, SimpleNamespace(predict=lambda V: np.full(len(V), 0.5)))
+    assert problem.constraint_keys == [("tflite_bytes", "max_flash_bytes")]
+    out: dict = {}
+    problem._evaluate(vectors.astype(float), out)
+    assert list(out["G"][:, 0] <= 0) == fits

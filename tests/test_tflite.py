@@ -49,6 +49,8 @@ from natv2.export.tflm import TflmRunner, _Prober
 STEPS = 60
 #: the cost model's TFLM arena is over TFLM's own by at most this many bytes (profiling/cost.py)
 TFLM_TOLERANCE = 12
+#: the cost model's TFLite file size is over the file by at most this many bytes (cost.py)
+TFLITE_FILE_TOLERANCE = 512
 
 
 def _arch(encoding: str, resolution: int, exit_: int, pick, seed: int) -> Arch:
@@ -213,6 +215,10 @@ def test_int8_tflite_is_fully_int8_and_runs_in_tflm(name, exported, digits):
     assert model["cost_model"] - model["cost_model_persistent"] == tflm["activations_bytes"]
     assert 0 <= model["cost_model"] - arena <= TFLM_TOLERANCE, (model, arena)
     assert model["cost_model_persistent"] >= tflm["persistent_bytes"]
+    # the cost model's TFLite file size (what a TFLM profile's flash budget is judged on)
+    size = report["memory"]["tflite_bytes"]
+    assert size["file"] == len(data) == tfl["file_bytes"]
+    assert 0 <= size["cost_model"] - len(data) <= TFLITE_FILE_TOLERANCE, size
     # TFLM agrees with onnxruntime int8 on the same test images
     acc = tflm["accuracy"]
     assert acc["images"] == report["accuracy"]["images"] == len(digits.test)
@@ -271,9 +277,11 @@ def test_cost_model_tflm_arena_on_more_subnets(name, digits, tmp_path):
     if name != "baseline-w12-dense":
         gen = torch.Generator().manual_seed(0)
         calib = [torch.randn(4, 3, resolution, resolution, generator=gen)]
-        arena = find_arena(convert_int8(net, resolution, calib).model)
+        model = convert_int8(net, resolution, calib).model
+        arena = find_arena(model)
         assert cost.tflm_arena_bytes - cost.tflm_persistent_bytes == arena.head_bytes
         assert 0 <= cost.tflm_arena_bytes - arena.arena_bytes <= TFLM_TOLERANCE
+        assert 0 <= cost.tflite_bytes - len(model) <= TFLITE_FILE_TOLERANCE
         return
     profile = load_profile("mcu-nano-profile")
     assert profile.runtime == "tflm"
@@ -294,6 +302,11 @@ def test_cost_model_tflm_arena_on_more_subnets(name, digits, tmp_path):
     (sram,) = [c for c in report["verdict"]["checks"] if c["budget_key"] == "max_peak_sram_bytes"]
     assert sram["name"] == "tflm_arena_bytes" and sram["value"] == arena
     assert "TFLM arena (measured" in report["verdict"]["sram_basis"]
+    # and its flash budget on the TFLite file, which the cost model bounds from above
+    (flash,) = [c for c in report["verdict"]["checks"] if c["budget_key"] == "max_flash_bytes"]
+    file_bytes = report["tflite"]["file_bytes"]
+    assert flash["name"] == "tflite_bytes" and flash["value"] == file_bytes
+    assert 0 <= cost.tflite_bytes - file_bytes <= TFLITE_FILE_TOLERANCE
 
 
 def test_tflite_runs_where_asked_and_fails_clearly_without_the_extra(digits, tmp_path, monkeypatch):
@@ -342,7 +355,7 @@ def test_cli_export_writes_the_tflite_file_and_report_keys(cli, supernet_ckpt, t
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["tflm"]["arena_bytes"] == doc["tflm"]["arena_bytes"]
     assert on_disk["files"][TFLITE_FILE]["bytes"] == (out / TFLITE_FILE).stat().st_size
-    # natv2 validate MODEL.tflite: the same arena, flash = the file
+    # natv2 validate MODEL.tflite: the same arena
     v = cli(
         "validate",
         out / TFLITE_FILE,
@@ -359,7 +372,17 @@ def test_cli_export_writes_the_tflite_file_and_report_keys(cli, supernet_ckpt, t
     assert v.code in (0, 1), v.err
     vd = v.json()
     assert vd["peak_sram_bytes"] == doc["tflm"]["arena_bytes"]
-    assert vd["flash_bytes"] == (out / TFLITE_FILE).stat().st_size
+    # flash by the profile's runtime: TinyEngine stores the constants (the ONNX graph's int8
+    # flash plus the zero taps of the mirrored graph's 2x2 strided kernels), TFLM the file
+    size = (out / TFLITE_FILE).stat().st_size
+    assert vd["tflite_bytes"] == size and vd["flash_bytes"] == vd["tflite"]["deployed_bytes"]
+    assert vd["flash_bytes"] >= doc["memory"]["flash_bytes"]["onnx_graph"]
+    (flash,) = [c for c in vd["checks"] if c["budget_key"] == "max_flash_bytes"]
+    assert flash["name"] == "flash_bytes" and flash["value"] == vd["flash_bytes"]
+    nano = cli("validate", out / TFLITE_FILE, "--device", "mcu-nano-profile", "--json")
+    assert nano.code in (0, 1), nano.err
+    (flash,) = [c for c in nano.json()["checks"] if c["budget_key"] == "max_flash_bytes"]
+    assert flash["name"] == "tflite_bytes" and flash["value"] == size
     assert vd["macs"] == doc["tflite"]["macs"] and vd["accuracy"]["images"] == 40
     assert vd["accuracy"]["top1"] == doc["tflm"]["accuracy"]["top1"]
     text = cli("validate", out / TFLITE_FILE, "--device", "microcontroller-profile")

@@ -78,6 +78,7 @@ _COST_LABELS = {
     "peak_sram_bytes": ("peak SRAM", " B"),
     "tflm_arena_bytes": ("TFLM arena", " B"),
     "flash_bytes": ("flash", " B"),
+    "tflite_bytes": ("TFLite file", " B"),
     "latency_ms": ("latency (estimate)", " ms"),
 }
 
@@ -174,7 +175,7 @@ def cost(
         if doc.get(key) is not None:
             at = (
                 f" ({dtype})"
-                if key in ("peak_sram_bytes", "tflm_arena_bytes", "flash_bytes")
+                if key in ("peak_sram_bytes", "tflm_arena_bytes", "flash_bytes", "tflite_bytes")
                 else ""
             )
             typer.echo(f"  {label:<19} {_num(doc[key]):>16}{unit}{at}")
