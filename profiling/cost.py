@@ -70,6 +70,8 @@ Definitions (shared with ``natv2.profiling.counters``):
   random subnets of every encoding, dense skips and width 1.2 among them, and the main job's
   maximal subnet): constant data and the op, tensor and quantization counts equal, the figure
   23 to 297 bytes over the file (names and alignment vary a little), so an upper bound.
+  Trained weights can convert to fewer ops (as for the arena, below), and the figure is then
+  further over: 1,051 B (1.8 %) on the main job's r56-w10-x2-d22-ca96f2.
 
 Segments: ``stem`` (stem conv and the fixed first block), ``stage1`` .. ``stageX`` (X = exit),
 ``head`` (the exit's classifier). Params, MACs and flash add up over segments; the peak of a
