@@ -47,7 +47,7 @@ def run_method(method: str, seed: int, budget: int, job_base: SearchJob, nets, d
             rng = np.random.default_rng([seed, 99])
             pool = search.sample_feasible(budget, "natv2", rng)
             search.evaluate(pool, "random")
-            return front(pool, job.objectives), search.state.evaluations
+            return front(pool, job.objective_keys), search.state.evaluations
     if method == "natv2":
         archive = max(8, budget // 6)
         factor = 4
@@ -76,7 +76,7 @@ def run_method(method: str, seed: int, budget: int, job_base: SearchJob, nets, d
             job, nets, data, acc, Path(tmp), log=lambda m: None, show_progress=False
         )
         search.run()
-        return front(search.state.archive, job.objectives), search.state.evaluations
+        return front(search.state.archive, job.objective_keys), search.state.evaluations
 
 
 def main() -> None:

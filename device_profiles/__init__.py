@@ -233,11 +233,25 @@ class Profile:
         """The cost key ``max_flash_bytes`` is judged on: what the runtime flashes."""
         return _FLASH_COST_KEYS.get(self.runtime, "flash_bytes")
 
+    def runtime_key(self, cost_key: str) -> str:
+        """The figure a cost is judged and optimised on for this runtime: peak SRAM and flash
+        as the runtime itself needs them, every other cost as it is."""
+        if cost_key == "peak_sram_bytes":
+            return self.sram_cost_key
+        if cost_key == "flash_bytes":
+            return self.flash_cost_key
+        return cost_key
+
+    def objective_key(self, objective: str) -> str:
+        """The subnet record key an objective is measured by (``accuracy`` is its own)."""
+        if objective == "accuracy":
+            return "accuracy"
+        return self.runtime_key(OBJECTIVE_COST_KEYS[objective])
+
     def budget_pairs(self) -> list[tuple[str, str]]:
         """(cost key, budget key) of every budget in force, in report order: what decides fit,
         for the search's constraints, its feasibility check and export's verdict alike."""
-        runtime_keys = {"peak_sram_bytes": self.sram_cost_key, "flash_bytes": self.flash_cost_key}
-        return [(runtime_keys.get(c, c), b) for c, b in COST_KEYS.items() if b in self.budgets]
+        return [(self.runtime_key(c), b) for c, b in COST_KEYS.items() if b in self.budgets]
 
     def check(self, costs: dict[str, float]) -> list[BudgetCheck]:
         """Compare costs (keys params, macs, flash_bytes, latency_ms, and peak_sram_bytes or

@@ -17,22 +17,15 @@ from pymoo.mcdm.high_tradeoff import HighTradeoffPoints
 from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-# profile objective name -> subnet record key
-OBJECTIVE_KEYS: dict[str, str] = {
-    "accuracy": "accuracy",
-    "params": "params",
-    "macs": "macs",
-    "flash": "flash_bytes",
-    "peak_sram": "peak_sram_bytes",
-    "latency": "latency_ms",
-}
+# ``objectives`` below are subnet record keys, accuracy first (``SearchJob.objective_keys``:
+# the profile decides which figure measures each objective)
 
 
 def objective_matrix(records: Sequence[dict], objectives: Sequence[str]) -> np.ndarray:
     """Minimisation matrix: 1 - accuracy for ``accuracy``, the raw cost for the others."""
     cols = []
     for name in objectives:
-        values = np.array([float(r[OBJECTIVE_KEYS[name]]) for r in records])
+        values = np.array([float(r[name]) for r in records])
         cols.append(1.0 - values if name == "accuracy" else values)
     return np.stack(cols, axis=1) if cols else np.zeros((len(records), 0))
 
@@ -82,7 +75,7 @@ def front(records: Sequence[dict], objectives: Sequence[str]) -> list[dict]:
     else:
         nd = list(NonDominatedSorting().do(F, only_non_dominated_front=True))
     out = [feas[i] for i in nd]
-    key = OBJECTIVE_KEYS[objectives[1]] if len(objectives) > 1 else "accuracy"
+    key = objectives[1] if len(objectives) > 1 else "accuracy"
     return sorted(out, key=lambda r: (r[key], -r["accuracy"]))
 
 

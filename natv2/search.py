@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from natv2 import __version__, rundir
 from natv2.accelerator import Accelerator
-from natv2.archive import OBJECTIVE_KEYS, front, high_tradeoff, keep_best, select_candidates
+from natv2.archive import front, high_tradeoff, keep_best, select_candidates
 from natv2.data import DatasetSplits
 from natv2.device_profiles import Profile
 from natv2.errors import Natv2Error
@@ -164,6 +164,12 @@ class SearchJob:
     mode: str = "natv2"
     seed: int = 0
     objectives: tuple[str, ...] = ("accuracy", "params")
+
+    @property
+    def objective_keys(self) -> tuple[str, ...]:
+        """The record keys that measure the objectives (the profile's runtime decides peak SRAM
+        and flash: ``Profile.objective_key``), as the archive functions take them."""
+        return tuple(self.profile.objective_key(name) for name in self.objectives)
 
     def __post_init__(self) -> None:
         if self.mode not in ("natv2", "nat"):
@@ -306,7 +312,7 @@ class NATv2Search:
         anchor_keys = {tuple(a["vector"]) for a in anchors}
         pool = [r for r in pool if tuple(r["vector"]) not in anchor_keys]
         self.evaluate(pool + anchors, "pre-processing")
-        best = keep_best(pool, s.archive_size - len(anchors), self.job.objectives)
+        best = keep_best(pool, s.archive_size - len(anchors), self.job.objective_keys)
         self.state.archive = best + anchors
 
     # --- one iteration -------------------------------------------------------------------------
@@ -381,7 +387,7 @@ class NATv2Search:
         """The records whose per-gene distribution adaptation samples from: the front with
         several objectives; with one, whose front is a single subnet, NAT's archive best (the
         ``adapt_pool`` best by rank, as the archive keeps them)."""
-        archive, objectives = self.state.archive, self.job.objectives
+        archive, objectives = self.state.archive, self.job.objective_keys
         if len(objectives) == 1:
             feasible = [r for r in archive if r.get("feasible", True)] or archive
             return keep_best(feasible, self.job.settings.adapt_pool, objectives)
@@ -421,12 +427,12 @@ class NATv2Search:
         s = self.job.settings
         merged = self.state.archive + cands
         if self.job.mode == "natv2":
-            self.state.archive = keep_best(merged, s.archive_size, self.job.objectives)
+            self.state.archive = keep_best(merged, s.archive_size, self.job.objective_keys)
         else:
             self.state.archive = merged
         self.adapt(iteration)
         self.evaluate(self.state.archive, f"iteration {iteration}: re-evaluation")
-        fr = front(self.state.archive, self.job.objectives)
+        fr = front(self.state.archive, self.job.objective_keys)
         stats = {
             "iteration": iteration,
             "candidates": len(cands),
@@ -524,8 +530,8 @@ class NATv2Search:
         return self.finish()
 
     def finish(self) -> dict:
-        fr = front(self.state.archive, self.job.objectives)
-        ht = high_tradeoff(fr, self.job.objectives)
+        fr = front(self.state.archive, self.job.objective_keys)
+        ht = high_tradeoff(fr, self.job.objective_keys)
         if self.acc.is_main:
             rundir.write_json(self.run_dir / f"{rundir.FRONT}.json", fr)
             rundir.write_csv(self.run_dir / f"{rundir.FRONT}.csv", fr)
@@ -596,11 +602,11 @@ class SubnetProblem(Problem):
         recs = self.search.costs_matrix(V)
         pred = np.clip(self.predictor.predict(V), 0.0, 1.0)
         cols = []
-        for name in self.search.job.objectives:
-            if name == "accuracy":
+        for key in self.search.job.objective_keys:
+            if key == "accuracy":
                 cols.append(1.0 - pred)
             else:
-                cols.append(np.array([float(r[OBJECTIVE_KEYS[name]]) for r in recs]))
+                cols.append(np.array([float(r[key]) for r in recs]))
         out["F"] = np.stack(cols, axis=1)
         if self.constraint_keys:
             budgets = self.search.job.profile.budgets
@@ -628,7 +634,7 @@ def plot_front(path: Path, archive: Sequence[dict], fr: Sequence[dict], ht, job:
     import matplotlib.pyplot as plt
 
     cost = job.objectives[1] if len(job.objectives) > 1 else "params"
-    key = OBJECTIVE_KEYS[cost]
+    key = job.objective_keys[1] if len(job.objectives) > 1 else "params"
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     feas = [r for r in archive if r.get("feasible", True)]
     infeas = [r for r in archive if not r.get("feasible", True)]

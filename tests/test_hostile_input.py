@@ -582,6 +582,7 @@ def test_a_front_plot_that_cannot_be_written_is_one_line_and_keeps_the_old_one(
     path.write_bytes(b"the previous plot")
     job = SimpleNamespace(
         objectives=("accuracy", "params"),
+        objective_keys=("accuracy", "params"),
         profile=SimpleNamespace(name="p"),
         space=SimpleNamespace(encoding="e"),
     )

@@ -12,6 +12,7 @@ from natv2.accelerator import resolve_accelerator
 from natv2.device_profiles import load_profile
 from natv2.pipeline import SearchRequest, run_search
 from natv2.profiling.counters import fvcore_macs
+from natv2.search import SearchJob, SearchSettings
 from natv2.space import SearchSpace
 from natv2.supernet import materialize
 from natv2.supernet.checkpoint import load_supernets
@@ -284,7 +285,8 @@ def test_an_accuracy_only_search_proposes_the_predicted_best_and_adapts_on_many(
     assert sampled and sampled[0] > 1
 
 
-def test_a_tflm_profile_constrains_the_search_on_the_tflm_arena(tmp_path):
+@pytest.mark.parametrize("objectives", [("accuracy", "macs"), ("accuracy", "peak_sram")])
+def test_a_tflm_profile_constrains_the_search_on_the_tflm_arena(objectives, tmp_path):
     """The search's feasibility and NSGA-III constraint judge a TFLM profile's SRAM budget on
     the TFLM arena: subnets whose MCUNet-style peak fits but whose arena does not are out."""
     from types import SimpleNamespace
@@ -306,7 +308,9 @@ def test_a_tflm_profile_constrains_the_search_on_the_tflm_arena(tmp_path):
         'runtime = "tflm"\nmacs_per_second = 1.0e8\n[task]\nobjectives = ["accuracy", "macs"]\n'
         f"[budgets]\nmax_peak_sram_bytes = {budget}\n"
     )
-    job = SimpleNamespace(space=space, profile=load_profile(path), objectives=("accuracy", "macs"))
+    job = SearchJob(
+        load_profile(path), space, SearchSettings.preset("smoke"), objectives=objectives
+    )
     search = SimpleNamespace(job=job, config=cfg)
     search.costs_matrix = lambda V: [NATv2Search.describe(search, v) for v in V]
     records = search.costs_matrix(vectors)
@@ -320,9 +324,14 @@ def test_a_tflm_profile_constrains_the_search_on_the_tflm_arena(tmp_path):
     out: dict = {}
     problem._evaluate(vectors.astype(float), out)
     assert list(out["G"][:, 0] <= 0) == fits
+    # a peak-SRAM objective is the same figure: NSGA-III minimises the TFLM arena
+    if objectives[1] == "peak_sram":
+        assert job.objective_keys == ("accuracy", "tflm_arena_bytes")
+        assert list(out["F"][:, 1]) == [c.tflm_arena_bytes for c in costs]
 
 
-def test_a_tflm_profile_constrains_the_search_on_the_tflite_file(tmp_path):
+@pytest.mark.parametrize("objectives", [("accuracy", "macs"), ("accuracy", "flash")])
+def test_a_tflm_profile_constrains_the_search_on_the_tflite_file(objectives, tmp_path):
     """A TFLM profile's flash budget is judged on the int8 TFLite file (per-channel
     quantization records and all), not on the deployed weights: subnets whose weights fit but
     whose file does not are out, in the records' feasibility and in NSGA-III's constraint."""
@@ -347,7 +356,7 @@ def test_a_tflm_profile_constrains_the_search_on_the_tflite_file(tmp_path):
     )
     profile = load_profile(path)
     assert profile.flash_cost_key == "tflite_bytes"
-    job = SimpleNamespace(space=space, profile=profile, objectives=("accuracy", "macs"))
+    job = SearchJob(profile, space, SearchSettings.preset("smoke"), objectives=objectives)
     search = SimpleNamespace(job=job, config=cfg)
     search.costs_matrix = lambda V: [NATv2Search.describe(search, v) for v in V]
     records = search.costs_matrix(vectors)
@@ -358,3 +367,7 @@ def test_a_tflm_profile_constrains_the_search_on_the_tflite_file(tmp_path):
     out: dict = {}
     problem._evaluate(vectors.astype(float), out)
     assert list(out["G"][:, 0] <= 0) == fits
+    # a flash objective is the same figure: NSGA-III minimises the TFLite file
+    if objectives[1] == "flash":
+        assert job.objective_keys == ("accuracy", "tflite_bytes")
+        assert list(out["F"][:, 1]) == [c.tflite_bytes for c in costs]
