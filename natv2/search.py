@@ -84,6 +84,10 @@ class SearchSettings:
     adapt_batch: int = 256
     adapt_lr: float = 2.5e-3
     adapt_subnets: int = 4
+    # BatchNorm groups of an adaptation batch, split among the ranks: with a multiple of the
+    # process count the search gives the same archive and front on 1 or N processes (tested
+    # under torchrun); 1 = one group per rank, so the result depends on the process count
+    adapt_micro_batches: int = 1
     # accuracy-only searches: adaptation samples the genes of the archive's best this many
     # (NAT: its top 150 by rank and crowding)
     adapt_pool: int = 150
@@ -132,6 +136,7 @@ class SearchSettings:
                 adapt_steps=2,
                 adapt_batch=16,
                 adapt_lr=0.02,
+                adapt_micro_batches=2,
                 adapt_pool=4,
                 calibration_images=64,
                 transfer_epochs=1,
@@ -405,7 +410,12 @@ class NATv2Search:
                 continue
             space = SearchSpace(self.job.space.encoding, self.job.space.resolutions, (width,))
             schedule = adaptation_schedule(
-                s.adapt_epochs, s.adapt_lr, s.adapt_batch, s.adapt_steps, s.adapt_subnets
+                s.adapt_epochs,
+                s.adapt_lr,
+                s.adapt_batch,
+                s.adapt_steps,
+                s.adapt_subnets,
+                s.adapt_micro_batches,
             )
             trainer = SupernetTrainer(
                 net,

@@ -761,14 +761,21 @@ def _passes(loader, epoch_id: int, n_steps: int):
 
 
 def adaptation_schedule(
-    epochs: int, lr: float, batch_size: int, steps_per_epoch: int | None, subnets: int = 4
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    steps_per_epoch: int | None,
+    subnets: int = 4,
+    micro_batches: int = 1,
 ) -> Schedule:
-    """NAT's adaptation: the last EPS phase (everything unlocked), ``subnets`` per batch."""
+    """NAT's adaptation: the last EPS phase (everything unlocked), ``subnets`` per batch;
+    ``micro_batches`` BatchNorm groups per batch, shared among the ranks."""
     return Schedule(
         "adapt",
         (Phase("adapt", epochs, lr, ElasticChoices(), subnets),),
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
+        micro_batches=micro_batches,
     )
 
 

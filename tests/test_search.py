@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -371,3 +374,34 @@ def test_a_tflm_profile_constrains_the_search_on_the_tflite_file(objectives, tmp
     if objectives[1] == "flash":
         assert job.objective_keys == ("accuracy", "tflite_bytes")
         assert list(out["F"][:, 1]) == [c.tflite_bytes for c in costs]
+
+
+def test_search_under_torchrun_equals_a_single_process(supernet_ckpt, tight_profile, tmp_path):
+    """A 2-rank gloo torchrun of `natv2 search` (smoke preset: sharded evaluation, DDP
+    adaptation with two BatchNorm groups per batch) returns the archive and front of one
+    process with the same seed."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    args = ["search", "--device", str(tight_profile), "--dataset", "digits"]
+    args += ["--supernet", str(supernet_ckpt), "--preset", "smoke", "--accelerator", "cpu"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    runs = {"single": [sys.executable, "-m", "natv2.cli"], "ddp": [*torchrun, "-m", "natv2.cli"]}
+    for name, cmd in runs.items():
+        r = subprocess.run(
+            [*cmd, *args, "--out", str(tmp_path / name)],
+            env=env,
+            timeout=600,
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0, (name, r.stderr[-3000:])
+
+    def archive(name: str) -> list[tuple[str, float]]:
+        lines = (tmp_path / name / "archive.jsonl").read_text().splitlines()
+        return [(r["id"], r["accuracy"]) for r in map(json.loads, lines)]
+
+    def front_ids(name: str) -> list[str]:
+        return [r["id"] for r in json.loads((tmp_path / name / "front.json").read_text())]
+
+    assert archive("ddp") == archive("single")
+    assert front_ids("ddp") == front_ids("single")
+    assert len(archive("single")) == 6
