@@ -214,6 +214,21 @@ class Profile:
         """``"given"`` (written in [budgets]) or ``"derived"``."""
         return "derived" if key in self.derived_from else "given"
 
+    @property
+    def latency_basis(self) -> str:
+        """What the latency budget judges: ``estimate`` (MACs / MAC/s) or ``this host``."""
+        return "estimate" if self.latency == "estimate" and self.macs_per_second else "this host"
+
+    def judged_latency_ms(
+        self, estimated_ms: float | None, measured_ms: float | None
+    ) -> float | None:
+        """The latency the budget judges (the one rule for the search, ``space cost``, export
+        and validate): the MAC-based estimate when ``latency = "estimate"`` and one exists,
+        else the time measured on this host (None when neither is known)."""
+        if self.latency == "estimate" and estimated_ms is not None:
+            return estimated_ms
+        return measured_ms
+
     def estimate_latency_ms(self, macs: float) -> float:
         """Latency the runtime would take for ``macs`` at the profile's effective MAC/s."""
         if not self.macs_per_second:

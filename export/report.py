@@ -416,12 +416,12 @@ def export_folder(
         estimate = profile.estimate_latency_ms(counts.macs_graph)
     deployed = INT8_FILE if (int8_model is not None and dtype == "int8") else FLOAT_FILE
     deployed_key = "int8" if deployed == INT8_FILE else "float"
+    measured = host[deployed_key]["median_ms"] if deployed_key in host else None
+    # the profile's rule (Profile.judged_latency_ms); without a profile, the host time
+    latency_ms = measured if profile is None else profile.judged_latency_ms(estimate, measured)
     basis = None
-    latency_ms = None
-    if profile is not None and profile.latency == "estimate" and estimate is not None:
-        basis, latency_ms = "estimate", estimate
-    elif deployed_key in host:
-        basis, latency_ms = "this host", host[deployed_key]["median_ms"]
+    if latency_ms is not None:
+        basis = "this host" if profile is None else profile.latency_basis
 
     # ---- verdict
     verdict = None

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import logging
 import os
@@ -308,10 +309,6 @@ def prepend_reverse(data: bytes) -> bytes:
     return _pack(model)
 
 
-_OP_NAMES: dict[int, str] | None = None
-_TYPE_NAMES: dict[int, str] | None = None
-
-
 def _names(cls) -> dict[int, str]:
     return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
 
@@ -353,12 +350,29 @@ class TfliteGraph:
     offset_buffers: int
     weight_quantization: tuple[str, ...]  # per weight: "per-channel symmetric" etc.
 
+    def problems(self) -> list[str]:
+        """Why TFLM (natv2's microcontroller runtime) could not run the file as intended;
+        empty when it can: no offset buffers (TFLM reads buffers inline), fully int8, no PAD."""
+        problems = []
+        if self.offset_buffers:
+            problems.append(f"{self.offset_buffers} offset buffers")
+        if not self.fully_int8:
+            problems.append(
+                f"not fully int8 (activations {self.activation_dtypes}, "
+                f"{len(self.float_tensors)} float tensors)"
+            )
+        if "PAD" in self.ops or "PADV2" in self.ops:
+            problems.append("explicit PAD ops")
+        return problems
+
     @property
     def deployed_bytes(self) -> int:
         """Flash of the constants as a code-generating runtime (TinyEngine) stores them: the
         file's constant buffers plus a float32 scale per output channel of every conv and
-        linear (the cost model's int8 flash rule; a strided 1x1 conv of the mirrored graph is a
-        2x2 kernel here, so this is the cost model's figure plus those zero taps)."""
+        linear. Close to the cost model's int8 flash, not equal: a strided 1x1 conv of the
+        mirrored graph is a 2x2 kernel here (zero taps), a loose BatchNorm is four int8
+        constants per channel (the cost model counts two float32), and the file holds a few
+        small shared constants (axes, the hard-sigmoid scalar)."""
         return self.constant_bytes + 4 * self.channels
 
     @property
@@ -384,13 +398,28 @@ class TfliteGraph:
         }
 
 
-def read_tflite(data: bytes, where: str = "the TFLite model") -> TfliteGraph:
-    """Parse a .tflite flatbuffer (one subgraph, one image input, one output)."""
+@functools.cache
+def _name_tables() -> tuple[dict[int, str], dict[int, str]]:
     schema = _schema()
-    global _OP_NAMES, _TYPE_NAMES
-    if _OP_NAMES is None or _TYPE_NAMES is None:
-        _OP_NAMES, _TYPE_NAMES = _names(schema.BuiltinOperator), _names(schema.TensorType)
-    ops_n, types_n = _OP_NAMES, _TYPE_NAMES
+    return _names(schema.BuiltinOperator), _names(schema.TensorType)
+
+
+def read_tflite(data: bytes, where: str = "the TFLite model") -> TfliteGraph:
+    """Parse a .tflite flatbuffer (one subgraph, one image input, one output); a file whose
+    structure does not hold together is one clear error, not a traceback."""
+    try:
+        return _read_graph(data, where)
+    except Natv2Error:
+        raise
+    except (TypeError, IndexError, AttributeError, ValueError, KeyError) as exc:
+        raise Natv2Error(
+            f"{where}: malformed TFLite model ({type(exc).__name__}: {str(exc)[:200]}); "
+            "export it again with `natv2 export`"
+        ) from None
+
+
+def _read_graph(data: bytes, where: str) -> TfliteGraph:
+    ops_n, types_n = _name_tables()
     try:
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ValueError("no TFL3 identifier")
@@ -570,6 +599,8 @@ def convert_int8(
                 for x in check_inputs.split(1):
                     ref = module(x).numpy()
                     got = np.asarray(edge(_rotated_nhwc(x)))
+                    if not np.isfinite(got).all():  # max() would skip a NaN
+                        raise Natv2Error("the float TFLite graph gives non-finite outputs")
                     diff = max(diff, float(np.max(np.abs(got - ref))))
             signature, name = _signature(float_model)
             static = recipe.static_wi8_ai8()
@@ -599,16 +630,7 @@ def convert_int8(
             f"the float TFLite graph differs from the module by {diff:.3g} (> {tol:.3g}); "
             "the mirrored layout does not hold for this module"
         )
-    problems = []
-    if graph.offset_buffers:
-        problems.append(f"{graph.offset_buffers} offset buffers")
-    if not graph.fully_int8:
-        problems.append(
-            f"not fully int8 (activations {graph.activation_dtypes}, "
-            f"{len(graph.float_tensors)} float tensors)"
-        )
-    if "PAD" in graph.ops or "PADV2" in graph.ops:
-        problems.append("explicit PAD ops")
+    problems = graph.problems()
     if problems:
         raise Natv2Error(f"the int8 TFLite model is not deployable: {'; '.join(problems)}")
     return TfliteExport(

@@ -267,8 +267,9 @@ class TfliteValidation:
     Figures come from the file and from TFLM: params and MACs from the flatbuffer's conv,
     depthwise and fully-connected ops; flash is what the profile's runtime flashes
     (``Profile.flash_cost_key``: TFLM the file itself, a code-generating runtime such as
-    TinyEngine the constants, ``TfliteGraph.deployed_bytes``); peak SRAM is
-    the smallest TFLM arena (activations + persistent parts); latency is the profile's MACs
+    TinyEngine the constants, ``TfliteGraph.deployed_bytes``); peak SRAM is, for TFLM, the
+    smallest TFLM arena (activations + persistent parts), for other runtimes TFLM's activation
+    plan (``sram_bytes``); latency is the profile's MACs
     estimate, or, for profiles timed on the host, TFLM's reference kernels on this host.
     """
 
@@ -284,9 +285,17 @@ class TfliteValidation:
 
     @property
     def latency_ms(self) -> float:
-        from natv2.export.validate import judged_latency_ms
+        judged = self.profile.judged_latency_ms(self.estimated_latency_ms, self.host_latency_ms)
+        assert judged is not None  # TFLM's host time is always measured here
+        return judged
 
-        return judged_latency_ms(self.profile, self.estimated_latency_ms, self.host_latency_ms)
+    @property
+    def sram_bytes(self) -> int:
+        """TFLM profiles: the whole arena; others: TFLM's activation plan (an upper bound of
+        the MCUNet-style peak, which also runs activations in place)."""
+        if self.profile.sram_cost_key == "tflm_arena_bytes":
+            return self.arena.arena_bytes
+        return self.arena.head_bytes
 
     @property
     def passed(self) -> bool:
@@ -307,11 +316,12 @@ class TfliteValidation:
             "macs_counter": "tflite-flatbuffer",
             "flash_bytes": self.graph.deployed_bytes,
             "tflite_bytes": self.file_bytes,
-            "peak_sram_bytes": self.arena.arena_bytes,
+            # the figure the profile's SRAM budget judges (Profile.sram_cost_key)
+            "peak_sram_bytes": self.sram_bytes,
             "tflite": self.graph.to_dict(),
             "tflm": self.arena.to_dict(),
             "latency": {
-                "budget_basis": "estimate" if self.profile.latency == "estimate" else "this host",
+                "budget_basis": self.profile.latency_basis,
                 "latency_ms": self.latency_ms,
                 "estimate_ms": self.estimated_latency_ms,
                 "tflm_host_ms": self.host_latency_ms,
@@ -375,6 +385,12 @@ def validate_tflite(
     except OSError as exc:
         raise Natv2Error(f"{path}: cannot read the model ({exc.strerror})") from None
     graph = read_tflite(data, str(path))
+    problems = graph.problems()
+    if problems:
+        raise Natv2Error(
+            f"{path}: TFLM cannot run this file as natv2 deploys it ({'; '.join(problems)}); "
+            "export it again with `natv2 export`"
+        )
     arena = find_arena(data)
     runner = TflmRunner(data, arena.arena_bytes)
     _, h, w, c = runner.shape
@@ -405,9 +421,7 @@ def validate_tflite(
             "macs": graph.macs,
             "flash_bytes": graph.deployed_bytes,
             "tflite_bytes": len(data),
-            # other runtimes: the activations as TFLM plans them (no persistent part; an upper
-            # bound of the MCUNet-style peak, which also runs activations in place)
-            "peak_sram_bytes": arena.head_bytes,
+            "peak_sram_bytes": partial.sram_bytes,
             "tflm_arena_bytes": arena.arena_bytes,
             "latency_ms": partial.latency_ms,
         }

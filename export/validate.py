@@ -25,7 +25,7 @@ from natv2.profiling.counters import GraphCosts, image_input, load_onnx, onnx_co
 from natv2.profiling.latency import LatencyStats, measure_latency, physical_cores, run_failure
 from natv2.untrusted import MAX_RESOLUTION, read_int
 
-__all__ = ["DatasetLike", "ValidationReport", "judged_latency_ms", "top1_accuracy", "validate_onnx"]
+__all__ = ["DatasetLike", "ValidationReport", "top1_accuracy", "validate_onnx"]
 
 #: most bytes of input images prepared at once for top-1 (at --resolution 2048 one image is
 #: 48 MiB as float32, and a batch of 64 would need 3 GiB before onnxruntime even runs)
@@ -51,14 +51,6 @@ class Accuracy:
         return {"top1": self.top1, "images": self.images, "dataset": self.dataset}
 
 
-def judged_latency_ms(profile: Profile, estimated_ms: float | None, measured_ms: float) -> float:
-    """The latency a profile's budget judges: its MAC-based estimate when the profile says
-    ``latency = "estimate"`` (and one exists), else the time measured on this host."""
-    if profile.latency == "estimate" and estimated_ms is not None:
-        return estimated_ms
-    return measured_ms
-
-
 @dataclass(frozen=True)
 class ValidationReport:
     """Everything ``natv2 validate`` prints; ``exit_code`` is 0 when every budget passes."""
@@ -74,13 +66,15 @@ class ValidationReport:
     @property
     def latency_basis(self) -> str:
         """What the latency budget was checked against: ``estimate`` or ``this host``."""
-        return "estimate" if self.profile.latency == "estimate" else "this host"
+        return self.profile.latency_basis
 
     @property
     def latency_ms(self) -> float:
-        return judged_latency_ms(
-            self.profile, self.estimated_latency_ms, self.host_latency.median_ms
+        judged = self.profile.judged_latency_ms(
+            self.estimated_latency_ms, self.host_latency.median_ms
         )
+        assert judged is not None  # the host time is always measured here
+        return judged
 
     @property
     def passed(self) -> bool:
@@ -90,12 +84,19 @@ class ValidationReport:
     def unchecked(self) -> dict[str, str]:
         """Budgets an ONNX file cannot be judged on, and why (a TFLM profile's SRAM budget
         is judged on TFLM's arena, which only the .tflite file gives)."""
-        budget = "max_peak_sram_bytes"
         checked = {c.budget_key for c in self.checks}
-        tflm = self.profile.sram_cost_key == "tflm_arena_bytes"
-        if tflm and budget in self.profile.budgets and budget not in checked:
-            return {budget: "runtime = tflm judges the TFLM arena: validate the .tflite file"}
-        return {}
+        fix = "validate the .tflite file"
+        why = {
+            "max_peak_sram_bytes": f"runtime = tflm judges the TFLM arena: {fix}",
+            "max_flash_bytes": f"runtime = tflm judges the TFLite file: {fix}",
+        }
+        return {
+            budget: reason
+            for budget, reason in why.items()
+            if self.profile.runtime == "tflm"
+            and budget in self.profile.budgets
+            and budget not in checked
+        }
 
     @property
     def exit_code(self) -> int:

@@ -175,18 +175,6 @@ def resolved_settings(req: SearchRequest) -> SearchSettings:
     return settings
 
 
-def check_searchable(profile: Profile) -> None:
-    """A profile whose latency objective is measured on the device cannot be searched yet."""
-    if "latency" in profile.objectives and not profile.macs_per_second:
-        raise Natv2Error(
-            f"{profile.source}: profile '{profile.name}' has latency as an objective but "
-            "measures it on the device (latency = 'measure', no hardware.macs_per_second), and "
-            "the search cannot optimise a measured latency yet; search with a profile that "
-            "estimates latency (e.g. edge-profile) and check the result with `natv2 validate "
-            f"--device {profile.name}`"
-        )
-
-
 def _comparable_profile(doc: object) -> object:
     """A profile's JSON without its source path (the same file may be named two ways)."""
     if not isinstance(doc, dict):
@@ -226,7 +214,6 @@ def check_run_dir(
     folder holding a run or other files, and a resume of anything but a natv2 run made with
     the same options (``RESUME_FLAGS``; ``RESUME_FREE`` may change)."""
     resolved_settings(req)
-    check_searchable(profile)
     state = rundir.folder_state(out)
     where = shown(str(out))
     if state == "file":

@@ -45,6 +45,7 @@ from natv2.errors import Natv2Error
 from natv2.evaluate import EvalData, evaluate_subnet
 from natv2.predictors import SEARCH_FEATURES, make_predictor
 from natv2.profiling.cost import subnet_cost
+from natv2.profiling.latency_model import LatencyModel, fit_from_records, latency_features
 from natv2.space import SearchSpace
 from natv2.supernet.checkpoint import save_supernets
 from natv2.supernet.materialize import atomic_torch_save
@@ -62,6 +63,8 @@ SEARCH_STATE_SCHEMA = {
     "evaluations": Field(int, lo=0, hi=MAX_COUNT),
     "history": Field(list),
     "supernets": Field(dict),
+    # latency = "measure" profiles: [vector, median ms] of every subnet timed so far
+    "latency_samples": Field(list, required=False),
 }
 ARCHIVE_RECORD_SCHEMA = {"vector": Field(list), "accuracy": Field((float, int))}
 #: the fix for a run-directory file that cannot be written (disk full, permissions)
@@ -93,6 +96,8 @@ class SearchSettings:
     adapt_pool: int = 150
     calibration_images: int = 2000
     eval_batch: int = 250
+    # latency = "measure" profiles: timed onnxruntime runs of each evaluated subnet (median)
+    latency_runs: int = 30
     # transfer warm-up of the maximal networks when the supernet was pretrained on another
     # dataset (natv2.transfer; the paper's lr 7.5e-3 and batch 256, its length is not given)
     transfer_epochs: int = 5
@@ -139,6 +144,7 @@ class SearchSettings:
                 adapt_micro_batches=2,
                 adapt_pool=4,
                 calibration_images=64,
+                latency_runs=10,
                 transfer_epochs=1,
                 transfer_steps=6,
                 transfer_batch=16,
@@ -187,6 +193,7 @@ class SearchState:
     archive: list[dict] = field(default_factory=list)
     evaluations: int = 0
     history: list[dict] = field(default_factory=list)
+    latency_samples: list[list] = field(default_factory=list)  # [vector, ms] (measure profiles)
 
 
 def _distributed(acc: Accelerator) -> bool:
@@ -218,25 +225,31 @@ class NATv2Search:
         cal = data.calibration_subset(job.settings.calibration_images)
         self.cache = EvalData(data, data.val, cal, acc, job.settings.eval_batch)
         self._scores: dict[tuple[int, ...], dict] = {}
+        self.latency_model: LatencyModel | None = None
 
     # --- costs and evaluation ------------------------------------------------------------------
     def describe(self, vector: np.ndarray) -> dict:
         """The record of a canonical vector: id, costs at the profile's dtype, feasibility."""
         arch = self.job.space.decode(vector)
-        cost = subnet_cost(arch, self.config, self.job.profile.dtype)
+        profile = self.job.profile
+        cost = subnet_cost(arch, self.config, profile.dtype)
+        estimate = profile.estimate_latency_ms(cost.macs) if profile.macs_per_second else None
+        # latency = "measure": the latency model until the subnet is timed (``evaluate``)
+        model = self.latency_model
+        predicted = None if model is None else model.predict(latency_features(arch, cost.macs))
         rec = {
             "id": arch.id,
             "encoding": self.job.space.encoding,
             "vector": [int(x) for x in vector],
             **{k: v for k, v in cost.as_dict().items() if k != "dtype"},
-            # profiles that measure latency on the device give no MAC/s: no estimate here
-            "latency_ms": self.job.profile.estimate_latency_ms(cost.macs)
-            if self.job.profile.macs_per_second
-            else None,
+            "latency_ms": profile.judged_latency_ms(estimate, predicted),
         }
-        checks = self.job.profile.check(rec)
-        rec["feasible"] = all(c.passed for c in checks)
+        rec["feasible"] = all(c.passed for c in profile.check(rec))
         return rec
+
+    @property
+    def measures_latency(self) -> bool:
+        return self.job.profile.latency_basis == "this host"
 
     def costs_matrix(self, vectors: np.ndarray) -> list[dict]:
         return [self.describe(v) for v in vectors]
@@ -255,12 +268,68 @@ class NATv2Search:
             for part in gathered:
                 results.update(part)
         self._scores.update(results)
+        if self.measures_latency:
+            self._time(records, desc)
         self.state.evaluations += len(todo)
         self._log_evaluations(todo, desc)
         for rec in records:
             score = self._scores[tuple(rec["vector"])]
             rec["accuracy"] = score["top1"]
             rec["val_loss"] = score["loss"]
+
+    def _time(self, records: list[dict], desc: str) -> None:
+        """latency = "measure": time the subnets not timed yet (onnxruntime on this host, the
+        float ONNX file of the plain module, as export and validate time it), refit the
+        latency model and judge the records on their measured latency."""
+        from natv2.export.onnx import to_onnx
+        from natv2.profiling.latency import measure_latency
+        from natv2.supernet.materialize import materialize
+
+        timed = {tuple(v): ms for v, ms in self.state.latency_samples}
+        todo = [r for r in records if tuple(r["vector"]) not in timed]
+        mine = todo[self.acc.rank :: self.acc.world_size]
+        results: dict[tuple[int, ...], float] = {}
+        for rec in tqdm(mine, desc=f"{desc}: latency", disable=not self.show_progress, leave=False):
+            arch = self.job.space.decode(rec["vector"])
+            module = materialize(self.nets[arch.width], arch).cpu()
+            runs = self.job.settings.latency_runs
+            stats = measure_latency(to_onnx(module, arch.resolution), warmup=5, runs=runs)
+            results[tuple(rec["vector"])] = stats.median_ms
+        if _distributed(self.acc):
+            gathered: list = [None] * self.acc.world_size
+            dist.all_gather_object(gathered, results)
+            for part in gathered:
+                results.update(part)
+        for rec in todo:  # in record order, so every rank keeps the same list
+            key = tuple(rec["vector"])
+            if key in results and key not in timed:
+                timed[key] = results[key]
+                self.state.latency_samples.append([list(key), results[key]])
+        for rec in records:
+            rec["latency_ms"] = timed[tuple(rec["vector"])]
+            rec["feasible"] = all(c.passed for c in self.job.profile.check(rec))
+        if todo:
+            self._fit_latency_model()
+
+    def _latency_stats(self) -> dict:
+        """The latency model in the run's history (measure profiles only)."""
+        if not self.measures_latency or self.latency_model is None:
+            return {}
+        return {"latency_model": self.latency_model.to_dict()}
+
+    def _fit_latency_model(self) -> None:
+        space = self.job.space
+        samples = []
+        for vector, ms in self.state.latency_samples:
+            arch = space.decode(vector)
+            samples.append((arch, subnet_cost(arch, self.config).macs, float(ms)))
+        self.latency_model = fit_from_records(samples)
+        if self.latency_model is not None:
+            m = self.latency_model
+            self.log(
+                f"latency model: {m.samples} subnets timed on this host, leave-one-out error "
+                f"{100 * m.loo_mape:.1f} %"
+            )
 
     def _log_evaluations(self, records: list[dict], stage: str) -> None:
         """Every evaluation, appended to evaluations.jsonl (predictor studies, auditing)."""
@@ -451,6 +520,7 @@ class NATv2Search:
             "best_accuracy": max((r["accuracy"] for r in fr), default=None),
             "evaluations": self.state.evaluations,
             "seconds": round(time.perf_counter() - t0, 1),
+            **self._latency_stats(),
         }
         self.state.history.append(stats)
         return stats
@@ -468,6 +538,7 @@ class NATv2Search:
             "archive": self.state.archive,
             "evaluations": self.state.evaluations,
             "history": self.state.history,
+            "latency_samples": self.state.latency_samples,
             "supernets": {f"{w:.1f}": n.state_dict() for w, n in self.nets.items()},
         }
         atomic_torch_save(doc, self.checkpoint_path(self.state.iteration))
@@ -489,9 +560,22 @@ class NATv2Search:
             raise Natv2Error(
                 f"{path}: corrupt search checkpoint ({type(exc).__name__}); {fix}"
             ) from None
+        samples = doc.get("latency_samples", [])
+        for i, sample in enumerate(samples):
+            ok = isinstance(sample, list) and len(sample) == 2 and isinstance(sample[0], list)
+            ms = sample[1] if ok else None
+            if not ok or isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
+                raise Natv2Error(f"{path}: latency_samples[{i}] is not [vector, ms]; {fix}")
+            self.job.space.check(sample[0])
         self.state = SearchState(
-            doc["iteration"], list(doc["archive"]), doc["evaluations"], list(doc["history"])
+            doc["iteration"],
+            list(doc["archive"]),
+            doc["evaluations"],
+            list(doc["history"]),
+            [list(s) for s in samples],
         )
+        if self.measures_latency:
+            self._fit_latency_model()
         return True
 
     # --- the whole search ------------------------------------------------------------------------
@@ -517,6 +601,7 @@ class NATv2Search:
                     "archive": len(self.state.archive),
                     "evaluations": self.state.evaluations,
                     "seconds": round(time.perf_counter() - t0, 1),
+                    **self._latency_stats(),
                 }
             )
             self.log(
@@ -592,10 +677,17 @@ class SubnetProblem(Problem):
         self.predictor = predictor
         # (record key, budget key) of every budget the profile sets
         # (the SRAM budget is judged on the runtime's figure: Profile.budget_pairs)
+        profile = search.job.profile
+        # latency: the MAC-based estimate, or (latency = "measure") the latency model
+        has_latency = profile.latency_basis == "estimate" or search.latency_model is not None
+        if "latency" in search.job.objectives and not has_latency:
+            raise Natv2Error(
+                f"{profile.source}: latency is an objective but neither an estimate "
+                "(hardware.macs_per_second) nor a latency model (too few subnets timed) gives "
+                "it; raise --archive-size"
+            )
         self.constraint_keys = [
-            (c, b)
-            for c, b in search.job.profile.budget_pairs()
-            if c != "latency_ms" or search.job.profile.macs_per_second
+            (c, b) for c, b in profile.budget_pairs() if c != "latency_ms" or has_latency
         ]
         super().__init__(
             n_var=space.length,

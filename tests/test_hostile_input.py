@@ -343,11 +343,6 @@ def test_validate_library_bounds_the_resolution(dynamic_onnx):
 # --------------------------------------------------------------------------- search and file system
 
 
-def test_search_on_a_profile_that_measures_latency(cli, tmp_path):
-    res = cli("search", "--device", "host-cpu-profile", "--dataset", "digits", "--out", tmp_path)
-    one_clear_line(res, "host-cpu-profile", "measured latency")
-
-
 def test_out_that_is_a_regular_file(cli, ckpt, tmp_path):
     target = tmp_path / "file"
     target.write_text("mine")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from natv2.accelerator import resolve_accelerator
-from natv2.device_profiles import load_profile
+from natv2.device_profiles import list_profiles, load_profile
 from natv2.pipeline import SearchRequest, run_search
 from natv2.profiling.counters import fvcore_macs
 from natv2.search import SearchJob, SearchSettings
@@ -314,7 +314,7 @@ def test_a_tflm_profile_constrains_the_search_on_the_tflm_arena(objectives, tmp_
     job = SearchJob(
         load_profile(path), space, SearchSettings.preset("smoke"), objectives=objectives
     )
-    search = SimpleNamespace(job=job, config=cfg)
+    search = SimpleNamespace(job=job, config=cfg, latency_model=None)
     search.costs_matrix = lambda V: [NATv2Search.describe(search, v) for v in V]
     records = search.costs_matrix(vectors)
     fits = [c.tflm_arena_bytes <= budget for c in costs]
@@ -360,7 +360,7 @@ def test_a_tflm_profile_constrains_the_search_on_the_tflite_file(objectives, tmp
     profile = load_profile(path)
     assert profile.flash_cost_key == "tflite_bytes"
     job = SearchJob(profile, space, SearchSettings.preset("smoke"), objectives=objectives)
-    search = SimpleNamespace(job=job, config=cfg)
+    search = SimpleNamespace(job=job, config=cfg, latency_model=None)
     search.costs_matrix = lambda V: [NATv2Search.describe(search, v) for v in V]
     records = search.costs_matrix(vectors)
     fits = [c.tflite_bytes <= budget for c in costs]
@@ -405,3 +405,34 @@ def test_search_under_torchrun_equals_a_single_process(supernet_ckpt, tight_prof
     assert archive("ddp") == archive("single")
     assert front_ids("ddp") == front_ids("single")
     assert len(archive("single")) == 6
+
+
+@pytest.mark.parametrize("name", list_profiles())
+def test_every_shipped_profile_searches_end_to_end(name, cli, supernet_ckpt, digits, tmp_path):
+    """`natv2 search --device NAME` (smoke preset, pre-processing only: that is where each
+    profile's objectives, constraints and latency basis act) exits 0 with a front that fits;
+    for host-cpu-profile, which times latency on this host, the front's subnets export and
+    `natv2 validate` measures them within its latency budget."""
+    profile = load_profile(name)
+    out = tmp_path / "run"
+    args = ["search", "--device", name, "--dataset", "digits", "--supernet", supernet_ckpt]
+    res = cli(*args, "--preset", "smoke", "--iterations", "0", "--out", out, "--json")
+    assert res.code == 0, (name, res.err)
+    front_records = res.json()["front"]
+    assert front_records, name
+    for rec in front_records:
+        assert rec["feasible"] and all(c.passed for c in profile.check(rec)), (name, rec["id"])
+    if profile.latency != "measure":
+        return
+    log = (out / "search.log").read_text()
+    assert "latency model:" in log and "leave-one-out error" in log, log
+    budget = profile.budgets["max_latency_ms"]
+    for rec in front_records:
+        assert rec["latency_ms"] is not None and rec["latency_ms"] <= budget
+        r = cli("export", out, "--subnet", rec["id"], "--runs", "5", "--limit", "16", "--json")
+        assert r.code == 0, (rec["id"], r.err)
+        model = out / "exports" / rec["id"] / "model.onnx"
+        v = cli("validate", model, "--device", name, "--runs", "20", "--json")
+        assert v.code == 0, (rec["id"], v.out, v.err)
+        (lat,) = [c for c in v.json()["checks"] if c["budget_key"] == "max_latency_ms"]
+        assert lat["passed"] and lat["value"] <= budget

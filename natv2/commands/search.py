@@ -109,7 +109,8 @@ def search(
                 }
             )
         else:
-            echo(front_table(result["front"], {r["id"] for r in result["high_tradeoff"]}))
+            high = {r["id"] for r in result["high_tradeoff"]}
+            echo(front_table(result["front"], high, measured=profile.latency_basis == "this host"))
             echo(
                 f"run directory: {out}  ({result['seconds']:.0f} s, "
                 f"{result['evaluations']} evaluations)"
@@ -126,15 +127,19 @@ def free_run_dir(root: Path, name: str) -> Path:
     return candidate
 
 
-def front_table(front: list[dict], high: set[str]) -> str:
+def front_table(front: list[dict], high: set[str], measured: bool = False) -> str:
+    """The front as text; ``measured`` adds the latency timed on this host (measure profiles)."""
     head = (
         f"{'subnet':<28} {'val top-1':>9} {'params':>9} {'MACs':>11} {'peak SRAM':>10} "
-        f"{'flash':>10}  "
+        f"{'flash':>10}  " + (f"{'host ms':>8}  " if measured else "")
     )
     lines = ["front (* = high trade-off):", head, "-" * len(head)]
     for r in front:
+        ms = f"{r['latency_ms']:>8.3f}  " if measured and r.get("latency_ms") is not None else ""
         lines.append(
             f"{r['id']:<28} {100 * r['accuracy']:>8.2f}% {r['params']:>9,} {r['macs']:>11,} "
-            f"{r['peak_sram_bytes']:>10,} {r['flash_bytes']:>10,} {'*' if r['id'] in high else ''}"
+            f"{r['peak_sram_bytes']:>10,} {r['flash_bytes']:>10,} "
+            + (ms if measured else "")
+            + ("*" if r["id"] in high else "")
         )
     return "\n".join(lines)

@@ -149,8 +149,9 @@ def cost(
         "profile": None,
     }
     if profile is not None:
-        if profile.macs_per_second:
-            doc["latency_ms"] = profile.estimate_latency_ms(figures["macs"])
+        estimate = profile.estimate_latency_ms(figures["macs"]) if profile.macs_per_second else None
+        # the profile's rule: a latency it measures is not known before export
+        doc["latency_ms"] = profile.judged_latency_ms(estimate, None)
         checks = profile.check({k: doc[k] for k in _COST_LABELS})
         checked = {c.budget_key for c in checks}
         resolution_ok = arch.resolution in profile.resolutions
