@@ -5,8 +5,10 @@ preparation onnxruntime asks for), then ``quantize_static`` in the QDQ format (Q
 DequantizeLinear pairs around standard operators, so the file stays standard ONNX that any
 runtime and ``natv2.profiling.counters`` read), per-channel symmetric int8 weights, int8
 activations calibrated by MinMax over a few hundred training images at the subnet's resolution
-(fed through :class:`BatchReader`), int32 biases. The loose BatchNormalization of a same-shape
-transformation branch is quantized per channel along its only axis.
+(fed through :class:`BatchReader`) with every range at least ``MIN_ACTIVATION_RANGE`` wide
+(onnxruntime's ``MinimumRealRange``, the floor the TFLite file uses too), int32 biases. The
+loose BatchNormalization of a same-shape transformation branch is quantized per channel along
+its only axis.
 
 Then :func:`compact_qdq` removes what the deployed file does not need and what would inflate it
 (on the ``tiny`` preset the graph structure of a QDQ model is a third of the file): the inferred
@@ -102,6 +104,15 @@ def _quiet_root_logger():
         logging.disable(previous)
 
 
+#: the narrowest range (max - min) int8 quantization may use, in the ONNX and the TFLite file:
+#: a tensor that is (nearly) constant on every calibration image, such as the ReLU output of a
+#: squeeze-excite whose hidden units are all dead for a subnet, would otherwise get a scale of
+#: ~4e-12, an overflowing int32 bias in the next conv and a gate of 0
+#: (``natv2.export.tflite.widen_degenerate_ranges`` has the measured case); onnxruntime applies
+#: it as ``MinimumRealRange``
+MIN_ACTIVATION_RANGE = 1e-2
+
+
 def quantize_int8(
     float_model: onnx.ModelProto,
     batches: Iterable[np.ndarray],
@@ -143,7 +154,10 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 activation_type=activation_type,
                 calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}},
+                extra_options={
+                    "QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0},
+                    "MinimumRealRange": MIN_ACTIVATION_RANGE,
+                },
             )
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from natv2.errors import Natv2Error
+from natv2.export.quantize import MIN_ACTIVATION_RANGE
 
 __all__ = [
     "INSTALL_HINT",
@@ -642,10 +643,6 @@ def convert_int8(
         converter=_version("litert-torch"),
         quantizer=_version("ai-edge-quantizer"),
     )
-
-
-#: the narrowest activation range (max - min) quantization may use; see widen_degenerate_ranges
-MIN_ACTIVATION_RANGE = 1e-2
 
 
 def widen_degenerate_ranges(qsvs: dict, floor: float = MIN_ACTIVATION_RANGE) -> dict:

@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from batchnorm_stats import randomise_batchnorm
@@ -452,3 +453,47 @@ def test_a_dead_squeeze_excite_does_not_break_the_int8_file(digits, monkeypatch)
     assert _tflm_agreement(net, digits, 48) >= 0.9
     monkeypatch.setattr(tflite, "widen_degenerate_ranges", lambda qsvs: qsvs)
     assert _tflm_agreement(net, digits, 48) < 0.5
+
+
+def test_a_dead_squeeze_excite_gets_no_degenerate_scale_in_the_onnx_int8_file(digits, monkeypatch):
+    """The same dead squeeze-excite through onnxruntime's quantizer: the ONNX int8 file (what
+    STM32Cube.AI compiles to integer kernels) gets the TFLite file's minimum range
+    (``MinimumRealRange``), so no activation scale is ~1e-12 (onnxruntime itself runs that part
+    in float between DequantizeLinear and QuantizeLinear on x86 and agrees either way, but an
+    integer runtime would overflow the next conv's int32 bias as TFLM did)."""
+    import natv2.export.quantize as quantize
+    from natv2.export.onnx import ort_session, run_session, to_onnx
+
+    net = _train(_build("se"), digits, 48)
+    se = next(m for m in net.modules() if isinstance(m, SqueezeExcite))
+    with torch.no_grad():
+        se.reduce.weight.zero_()
+        se.reduce.bias.fill_(1e-9)
+        se.expand.bias.fill_(3.0)
+    items = [digits.test[i] for i in range(200)]
+    x = digits.prepare_batch(torch.stack([a for a, _ in items]), 48, train=False)
+    calib = [
+        digits.prepare_batch(
+            torch.stack([digits.train[i][0] for i in range(j, j + 50)]), 48, train=False
+        ).numpy()
+        for j in (0, 50)
+    ]
+    with torch.no_grad():
+        ref = net(x).argmax(1).numpy()
+
+    def quantized() -> tuple[float, float]:
+        """(agreement with the float module, smallest activation scale)"""
+        model = quantize.quantize_int8(to_onnx(net, 48), calib)
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        scales = [
+            float(inits[n.input[1]].min())
+            for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[1] in inits
+        ]
+        out = run_session(ort_session(model.SerializeToString(), threads=1), x)
+        return float(np.mean(out.argmax(1) == ref)), min(scales)
+
+    agree, smallest = quantized()
+    assert agree >= 0.9 and smallest >= quantize.MIN_ACTIVATION_RANGE / 256
+    monkeypatch.setattr(quantize, "MIN_ACTIVATION_RANGE", None)
+    assert quantized()[1] < 1e-9  # what the floor prevents
