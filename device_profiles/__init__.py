@@ -268,6 +268,11 @@ class Profile:
         for the search's constraints, its feasibility check and export's verdict alike."""
         return [(self.runtime_key(c), b) for c, b in COST_KEYS.items() if b in self.budgets]
 
+    def unjudged(self, costs: dict[str, float | None]) -> list[str]:
+        """Budget keys in force that ``costs`` has no figure for, which ``check`` skips: a
+        verdict names them as not checked rather than passing them silently."""
+        return [b for c, b in self.budget_pairs() if costs.get(c) is None]
+
     def check(self, costs: dict[str, float]) -> list[BudgetCheck]:
         """Compare costs (keys params, macs, flash_bytes, latency_ms, and peak_sram_bytes or
         tflm_arena_bytes as ``sram_cost_key`` says) with the budgets; keys missing from either

@@ -432,17 +432,16 @@ def export_folder(
     model_tflite = None if cost_at_dtype is None else cost_at_dtype.tflite_bytes
     tflite_bytes = len(tfl.model) if tfl is not None else model_tflite
     if profile is not None:
-        checks = profile.check(
-            {
-                "params": counts.params_graph,
-                "macs": counts.macs_graph,
-                "flash_bytes": graph_costs.flash_bytes,
-                "peak_sram_bytes": graph_costs.peak_activation_bytes,
-                "tflm_arena_bytes": tflm_arena,
-                "tflite_bytes": tflite_bytes,
-                "latency_ms": latency_ms,
-            }
-        )
+        judged = {
+            "params": counts.params_graph,
+            "macs": counts.macs_graph,
+            "flash_bytes": graph_costs.flash_bytes,
+            "peak_sram_bytes": graph_costs.peak_activation_bytes,
+            "tflm_arena_bytes": tflm_arena,
+            "tflite_bytes": tflite_bytes,
+            "latency_ms": latency_ms,
+        }
+        checks = profile.check(judged)
         verdict = {
             "profile": profile.name,
             "deployed_file": deployed,
@@ -450,6 +449,8 @@ def export_folder(
             "sram_basis": _sram_basis(profile, arena is not None),
             "passed": all(c.passed for c in checks),
             "checks": [c.to_dict() for c in checks],
+            # budgets in force with no figure here (e.g. a measured latency with --runs 0)
+            "unchecked": profile.unjudged(judged),
         }
 
     report: dict[str, Any] = {
@@ -712,4 +713,6 @@ def summary(report: dict[str, Any]) -> str:
         parts = ", ".join(f"{c['name']} {'pass' if c['passed'] else 'FAIL'}" for c in v["checks"])
         head = "pass" if not failed else f"FAIL ({', '.join(failed)})"
         lines.append(f"verdict    {head} on {v['profile']} [{parts or 'no budgets'}]")
+        if v.get("unchecked"):
+            lines.append(f"           not checked (no figure): {', '.join(v['unchecked'])}")
     return "\n".join(lines)

@@ -623,3 +623,16 @@ def test_cli_bad_inputs_exit_2_with_one_line(cli, run_dir, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error:"), (name, r.err)
         assert words in lines[0], (name, lines[0])
     assert not out.exists()
+
+
+def test_a_budget_with_no_figure_is_named_not_passed_silently(cli, run_dir, tmp_path):
+    """host-cpu-profile judges a measured latency: an export that times nothing (--runs 0)
+    has no figure for max_latency_ms, and its verdict says so instead of passing it."""
+    root, arch = run_dir
+    out = tmp_path / "untimed"
+    r = cli("export", root, "--subnet", arch.id, "--runs", "0", "--out", out)
+    assert r.code == 0, r.err
+    verdict = json.loads((out / "report.json").read_text())["verdict"]
+    assert verdict["unchecked"] == ["max_latency_ms"]
+    assert "max_latency_ms" not in {c["budget_key"] for c in verdict["checks"]}
+    assert "not checked (no figure): max_latency_ms" in r.out
