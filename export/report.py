@@ -66,6 +66,7 @@ from natv2.export.onnx import (
     set_metadata,
     to_onnx,
 )
+from natv2.export.tflite import TFLITE_FILE
 from natv2.profiling.counters import onnx_costs
 from natv2.profiling.latency import measure_latency
 from natv2.space import Arch
@@ -87,7 +88,6 @@ FLOAT_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 INT8_HOST_FILE = "model.int8-host.onnx"
 REPORT_FILE = "report.json"
-TFLITE_FILE = "model.int8.tflite"  # = natv2.export.tflite.TFLITE_FILE (kept import-free here)
 # What an export folder may hold: an existing OUT with anything else is not replaced.
 _EXPORT_FILES = frozenset(
     {FLOAT_FILE, INT8_FILE, INT8_HOST_FILE, TFLITE_FILE, REPORT_FILE, "model.pt", "arch.json"}

@@ -185,6 +185,8 @@ def mirrored_module(module: nn.Module, resolution: int) -> nn.Module:
             k = mod.kernel_size
             if tuple(mod.padding) != (k[0] // 2, k[1] // 2):
                 raise Natv2Error("TFLite export: a convolution without 'same' padding")
+            if any(st not in (1, 2) for st in mod.stride):
+                raise Natv2Error("TFLite export: a convolution with a stride other than 1 or 2")
             if k == (1, 1):
                 if mod.stride != (1, 1):
                     setattr(holder, leaf, _strided_pointwise(mod, sizes[name]))
@@ -205,9 +207,11 @@ def mirrored_module(module: nn.Module, resolution: int) -> nn.Module:
                 raise Natv2Error("TFLite export: a non-square feature map at a max-pool")
             # even input: SAME pads only the bottom/right, which is what ceil_mode adds; odd
             # input: SAME is PyTorch's symmetric padding.
-            new = nn.MaxPool2d(k, s, 0, ceil_mode=True) if h % 2 == 0 and s == 2 else mod
             if s not in (1, 2):
                 raise Natv2Error("TFLite export: a max-pool with a stride other than 1 or 2")
+            if h % 2 == 0 and s == 2 and k != 3:  # SAME pads (k - 3) / 2 on top there
+                raise Natv2Error("TFLite export: a strided max-pool other than 3x3")
+            new = nn.MaxPool2d(k, s, 0, ceil_mode=True) if h % 2 == 0 and s == 2 else mod
             setattr(holder, leaf, new)
     return m
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,8 @@ for line in sys.stdin:
     print("ok", flush=True)
 """
 
+#: seconds a TFLM probe child may take to answer for one arena size before it counts as crashed
+PROBE_TIMEOUT_S = 120
 _LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 _PART = re.compile(r"'([^']+)' used (\d+) bytes")
 
@@ -122,8 +125,10 @@ class _Prober:
         try:
             self.proc.stdin.write(f"probe {n}\n")
             self.proc.stdin.flush()
-            answer = self.proc.stdout.readline().strip()
-        except (BrokenPipeError, OSError):
+            # a child that hangs on this size counts as one that crashed on it
+            ready, _, _ = select.select([self.proc.stdout], [], [], PROBE_TIMEOUT_S)
+            answer = self.proc.stdout.readline().strip() if ready else ""
+        except (BrokenPipeError, OSError, ValueError):
             answer = ""
         if answer == "ok":
             return True
@@ -139,19 +144,28 @@ class _Prober:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    pipe.close()
             self.proc = None
 
 
 def _report(path: Path, n: int) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(path)],
-        input=f"report {n}\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(path)],
+            input=f"report {n}\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=5 * PROBE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise Natv2Error(
+            f"TFLM did not finish running the model in an arena of {n:,} bytes within "
+            f"{5 * PROBE_TIMEOUT_S} s"
+        ) from None
     if run.stdout.strip() != "ok" or "@@BEGIN" not in run.stderr:
         raise Natv2Error(f"TFLM did not run the model in an arena of {n:,} bytes")
     return run.stderr.split("@@BEGIN", 1)[1].split("@@END", 1)[0]
