@@ -288,92 +288,58 @@ def test_an_accuracy_only_search_proposes_the_predicted_best_and_adapts_on_many(
     assert sampled and sampled[0] > 1
 
 
-@pytest.mark.parametrize("objectives", [("accuracy", "macs"), ("accuracy", "peak_sram")])
-def test_a_tflm_profile_constrains_the_search_on_the_tflm_arena(objectives, tmp_path):
-    """The search's feasibility and NSGA-III constraint judge a TFLM profile's SRAM budget on
-    the TFLM arena: subnets whose MCUNet-style peak fits but whose arena does not are out."""
+# (budget, the figure a TFLM profile judges it on, the figure other runtimes judge, objective)
+TFLM_JUDGED = {
+    "sram": ("max_peak_sram_bytes", "tflm_arena_bytes", "peak_activation_bytes", "peak_sram"),
+    "flash": ("max_flash_bytes", "tflite_bytes", "flash_bytes", "flash"),
+}
+
+
+@pytest.mark.parametrize("what", list(TFLM_JUDGED))
+@pytest.mark.parametrize("as_objective", [False, True])
+def test_a_tflm_profile_constrains_the_search_on_what_tflm_needs(what, as_objective, tmp_path):
+    """The search's feasibility, NSGA-III constraint and objective judge a TFLM profile's SRAM
+    budget on the TFLM arena and its flash budget on the int8 TFLite file: subnets whose
+    MCUNet-style peak (or deployed weights) fit but whose arena (or file) does not are out."""
     from types import SimpleNamespace
 
     from natv2.profiling.cost import subnet_cost
     from natv2.search import NATv2Search, SubnetProblem
     from natv2.supernet.config import config_for_encoding
 
+    budget_key, tflm_key, other_key, objective = TFLM_JUDGED[what]
     space = SearchSpace("exits+parallel", widths=(1.0,))
     cfg = config_for_encoding("exits+parallel", preset="tiny", width=1.0, num_classes=10)
     vectors = space.canonical_batch(space.sample(300, np.random.default_rng(5)))
     costs = [subnet_cost(space.decode(v), cfg, "int8") for v in vectors]
-    budget = int(np.median([c.tflm_arena_bytes for c in costs]))
-    between = [c.peak_activation_bytes <= budget < c.tflm_arena_bytes for c in costs]
-    assert sum(between) >= 10  # the MCUNet-style figure alone would let these through
+    tflm = [getattr(c, tflm_key) for c in costs]
+    budget = int(np.median(tflm))
+    between = [getattr(c, other_key) <= budget < t for c, t in zip(costs, tflm, strict=True)]
+    assert sum(between) >= 10  # the other runtimes' figure alone would let these through
     path = tmp_path / "tflm-board.toml"
     path.write_text(
         'name = "tflm-board"\ndescription = "a TFLM board"\n[hardware]\ndtype = "int8"\n'
         'runtime = "tflm"\nmacs_per_second = 1.0e8\n[task]\nobjectives = ["accuracy", "macs"]\n'
-        f"[budgets]\nmax_peak_sram_bytes = {budget}\n"
+        f"[budgets]\n{budget_key} = {budget}\n"
     )
+    objectives = ("accuracy", objective if as_objective else "macs")
     job = SearchJob(
         load_profile(path), space, SearchSettings.preset("smoke"), objectives=objectives
     )
     search = SimpleNamespace(job=job, config=cfg, latency_model=None)
     search.costs_matrix = lambda V: [NATv2Search.describe(search, v) for v in V]
     records = search.costs_matrix(vectors)
-    fits = [c.tflm_arena_bytes <= budget for c in costs]
+    fits = [t <= budget for t in tflm]
     assert [r["feasible"] for r in records] == fits
-    assert all(
-        r["tflm_arena_bytes"] == c.tflm_arena_bytes for r, c in zip(records, costs, strict=True)
-    )
+    assert [r[tflm_key] for r in records] == tflm
     problem = SubnetProblem(search, SimpleNamespace(predict=lambda V: np.full(len(V), 0.5)))
-    assert problem.constraint_keys == [("tflm_arena_bytes", "max_peak_sram_bytes")]
+    assert problem.constraint_keys == [(tflm_key, budget_key)]
     out: dict = {}
     problem._evaluate(vectors.astype(float), out)
     assert list(out["G"][:, 0] <= 0) == fits
-    # a peak-SRAM objective is the same figure: NSGA-III minimises the TFLM arena
-    if objectives[1] == "peak_sram":
-        assert job.objective_keys == ("accuracy", "tflm_arena_bytes")
-        assert list(out["F"][:, 1]) == [c.tflm_arena_bytes for c in costs]
-
-
-@pytest.mark.parametrize("objectives", [("accuracy", "macs"), ("accuracy", "flash")])
-def test_a_tflm_profile_constrains_the_search_on_the_tflite_file(objectives, tmp_path):
-    """A TFLM profile's flash budget is judged on the int8 TFLite file (per-channel
-    quantization records and all), not on the deployed weights: subnets whose weights fit but
-    whose file does not are out, in the records' feasibility and in NSGA-III's constraint."""
-    from types import SimpleNamespace
-
-    from natv2.profiling.cost import subnet_cost
-    from natv2.search import NATv2Search, SubnetProblem
-    from natv2.supernet.config import config_for_encoding
-
-    space = SearchSpace("exits+parallel", widths=(1.0,))
-    cfg = config_for_encoding("exits+parallel", preset="tiny", width=1.0, num_classes=10)
-    vectors = space.canonical_batch(space.sample(300, np.random.default_rng(6)))
-    costs = [subnet_cost(space.decode(v), cfg, "int8") for v in vectors]
-    budget = int(np.median([c.tflite_bytes for c in costs]))
-    between = [c.flash_bytes <= budget < c.tflite_bytes for c in costs]
-    assert sum(between) >= 10  # the deployed-weights figure alone would let these through
-    path = tmp_path / "tflm-board.toml"
-    path.write_text(
-        'name = "tflm-board"\ndescription = "a TFLM board"\n[hardware]\ndtype = "int8"\n'
-        'runtime = "tflm"\nmacs_per_second = 1.0e8\n[task]\nobjectives = ["accuracy", "macs"]\n'
-        f"[budgets]\nmax_flash_bytes = {budget}\n"
-    )
-    profile = load_profile(path)
-    assert profile.flash_cost_key == "tflite_bytes"
-    job = SearchJob(profile, space, SearchSettings.preset("smoke"), objectives=objectives)
-    search = SimpleNamespace(job=job, config=cfg, latency_model=None)
-    search.costs_matrix = lambda V: [NATv2Search.describe(search, v) for v in V]
-    records = search.costs_matrix(vectors)
-    fits = [c.tflite_bytes <= budget for c in costs]
-    assert [r["feasible"] for r in records] == fits
-    problem = SubnetProblem(search, SimpleNamespace(predict=lambda V: np.full(len(V), 0.5)))
-    assert problem.constraint_keys == [("tflite_bytes", "max_flash_bytes")]
-    out: dict = {}
-    problem._evaluate(vectors.astype(float), out)
-    assert list(out["G"][:, 0] <= 0) == fits
-    # a flash objective is the same figure: NSGA-III minimises the TFLite file
-    if objectives[1] == "flash":
-        assert job.objective_keys == ("accuracy", "tflite_bytes")
-        assert list(out["F"][:, 1]) == [c.tflite_bytes for c in costs]
+    if as_objective:  # the objective is the same figure: NSGA-III minimises it
+        assert job.objective_keys == ("accuracy", tflm_key)
+        assert list(out["F"][:, 1]) == tflm
 
 
 def test_search_under_torchrun_equals_a_single_process(supernet_ckpt, tight_profile, tmp_path):
