@@ -94,6 +94,10 @@ class SearchSettings:
     # accuracy-only searches: adaptation samples the genes of the archive's best this many
     # (NAT: its top 150 by rank and crowding)
     adapt_pool: int = 150
+    # multi-objective searches: adapt on the front's gene distribution ("front") or, as
+    # accuracy-only searches do, on the archive's ``adapt_pool`` best ("archive");
+    # benchmarks/adaptation_pool.py compares them
+    adapt_from: str = "front"
     calibration_images: int = 2000
     eval_batch: int = 250
     # latency = "measure" profiles: timed onnxruntime runs of each evaluated subnet (median)
@@ -462,7 +466,7 @@ class NATv2Search:
         several objectives; with one, whose front is a single subnet, NAT's archive best (the
         ``adapt_pool`` best by rank, as the archive keeps them)."""
         archive, objectives = self.state.archive, self.job.objective_keys
-        if len(objectives) == 1:
+        if len(objectives) == 1 or self.job.settings.adapt_from == "archive":
             feasible = [r for r in archive if r.get("feasible", True)] or archive
             return keep_best(feasible, self.job.settings.adapt_pool, objectives)
         return front(archive, objectives) or archive

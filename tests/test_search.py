@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from natv2.accelerator import resolve_accelerator
+from natv2.archive import front
 from natv2.device_profiles import list_profiles, load_profile
 from natv2.pipeline import SearchRequest, run_search
 from natv2.profiling.counters import fvcore_macs
@@ -402,3 +404,31 @@ def test_every_shipped_profile_searches_end_to_end(name, cli, supernet_ckpt, dig
         assert v.code == 0, (rec["id"], v.out, v.err)
         (lat,) = [c for c in v.json()["checks"] if c["budget_key"] == "max_latency_ms"]
         assert lat["passed"] and lat["value"] <= budget
+
+
+@pytest.mark.parametrize("adapt_from", ["front", "archive"])
+def test_a_multi_objective_search_adapts_on_the_front_or_the_archive_best(adapt_from):
+    """``adapt_from``: the front's records, or (NAT's policy, as accuracy-only searches) the
+    archive's ``adapt_pool`` best by rank and crowding, infeasible ones last."""
+    from types import SimpleNamespace
+
+    from natv2.search import NATv2Search
+
+    rng = np.random.default_rng(0)
+    accs, macs = rng.uniform(0.5, 0.99, 12), rng.integers(1, 99, 12)
+    archive = [
+        {"id": f"s{i}", "accuracy": float(accs[i]), "macs": int(macs[i]), "feasible": i != 3}
+        for i in range(12)
+    ]
+    settings = replace(SearchSettings.preset("demo"), adapt_from=adapt_from, adapt_pool=5)
+    job = SimpleNamespace(objective_keys=("accuracy", "macs"), settings=settings)
+    search = SimpleNamespace(state=SimpleNamespace(archive=archive), job=job)
+    pool = NATv2Search.adaptation_pool(search)
+    fr = front(archive, ("accuracy", "macs"))
+    if adapt_from == "front":
+        assert pool == fr
+    else:
+        assert len(pool) == 5 and all(r["feasible"] for r in pool)
+        best = max((r for r in archive if r["feasible"]), key=lambda r: r["accuracy"])
+        assert best in pool  # a front extreme: rank 0, infinite crowding
+        assert len(fr) == 5 or pool != fr
