@@ -79,9 +79,31 @@ def front(records: Sequence[dict], objectives: Sequence[str]) -> list[dict]:
     return sorted(out, key=lambda r: (r[key], -r["accuracy"]))
 
 
-def high_tradeoff(front_records: Sequence[dict], objectives: Sequence[str]) -> list[dict]:
-    """NAT's high trade-off subnets of a front (pymoo's HighTradeoffPoints on normalised
-    objectives); the extremes of the front are always included."""
+def tradeoff_measure(Fn: np.ndarray) -> np.ndarray:
+    """NAT's trade-off of each point of a normalised front: the least sacrifice per unit of
+    gain against its neighbours (pymoo's neighbourhood, as ``HighTradeoffPoints`` uses it);
+    a high value is a point one gives up much to leave."""
+    from pymoo.core.decision_making import NeighborFinder
+
+    finder = NeighborFinder(Fn, epsilon=0.125, n_min_neigbors="auto", consider_2d=False)
+    mu = np.full(len(Fn), -np.inf)
+    for i in range(len(Fn)):
+        diff = Fn[finder.find(i)] - Fn[i]
+        sacrifice = np.maximum(0, diff).sum(axis=1)
+        gain = np.maximum(0, -diff).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = sacrifice / gain
+        if not np.isnan(ratio).all():
+            mu[i] = np.nanmin(ratio)
+    return mu
+
+
+def high_tradeoff(
+    front_records: Sequence[dict], objectives: Sequence[str], top_k: int | None = None
+) -> list[dict]:
+    """NAT's high trade-off subnets of a front: pymoo's HighTradeoffPoints (the outliers of the
+    trade-off measure) on normalised objectives, or with ``top_k`` NAT's fixed number, the
+    ``top_k`` highest trade-offs; the extremes of the front are always included."""
     n = len(front_records)
     if n <= 2 or len(objectives) < 2:
         return list(front_records)
@@ -90,6 +112,10 @@ def high_tradeoff(front_records: Sequence[dict], objectives: Sequence[str]) -> l
     span[span == 0] = 1.0
     Fn = (F - F.min(axis=0)) / span
     picked = set(np.flatnonzero(np.isclose(Fn, 0).any(axis=1)).tolist())
+    if top_k is not None:
+        order = np.argsort(-tradeoff_measure(Fn), kind="stable")
+        picked |= {int(i) for i in order[:top_k]}
+        return [front_records[i] for i in sorted(picked)]
     try:
         found = HighTradeoffPoints().do(Fn)
     except (ValueError, IndexError):  # too few neighbours for pymoo's outlier test

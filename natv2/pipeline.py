@@ -56,6 +56,7 @@ class SearchRequest:
     seed: int = 0
     dense_skips: bool = False
     pretrain_schedule: str = "scratch"
+    high_tradeoff_k: int | None = None  # NAT's fixed top-k trade-off subnets
 
 
 def cache_dir() -> Path:
@@ -162,7 +163,13 @@ RESUME_FLAGS: dict[str, str] = {
     "pretrain_schedule": "--pretrain-schedule",
 }
 #: options that may change on ``--resume``: where computation runs and how output is shown
-RESUME_FREE: tuple[str, ...] = ("--accelerator", "--data-dir", "--download", "--json")
+RESUME_FREE: tuple[str, ...] = (
+    "--accelerator",
+    "--data-dir",
+    "--download",
+    "--json",
+    "--high-tradeoff-k",
+)
 
 
 def resolved_settings(req: SearchRequest) -> SearchSettings:
@@ -283,7 +290,16 @@ def run_search(
         supernets = resolve_supernets(req, profile, data, acc, log)
         nets, encoding = supernets.nets, supernets.encoding
         space = search_space(profile, encoding, sorted(nets))
-        job = SearchJob(profile, space, settings, req.predictor, req.mode, req.seed, objectives)
+        job = SearchJob(
+            profile,
+            space,
+            settings,
+            req.predictor,
+            req.mode,
+            req.seed,
+            objectives,
+            req.high_tradeoff_k,
+        )
         config_doc = {
             "natv2": __version__,
             "request": asdict(req),

@@ -179,6 +179,9 @@ class SearchJob:
     mode: str = "natv2"
     seed: int = 0
     objectives: tuple[str, ...] = ("accuracy", "params")
+    # NAT's fixed number of high trade-off subnets (top-k by the trade-off measure); None:
+    # pymoo's HighTradeoffPoints outliers
+    high_tradeoff_k: int | None = None
 
     @property
     def objective_keys(self) -> tuple[str, ...]:
@@ -630,7 +633,7 @@ class NATv2Search:
 
     def finish(self) -> dict:
         fr = front(self.state.archive, self.job.objective_keys)
-        ht = high_tradeoff(fr, self.job.objective_keys)
+        ht = high_tradeoff(fr, self.job.objective_keys, self.job.high_tradeoff_k)
         if self.acc.is_main:
             rundir.write_json(self.run_dir / f"{rundir.FRONT}.json", fr)
             rundir.write_csv(self.run_dir / f"{rundir.FRONT}.csv", fr)

@@ -142,6 +142,8 @@ def test_nat_mode_runs(cli, supernet_ckpt, tmp_path):
         "smoke",
         "--mode",
         "nat",
+        "--high-tradeoff-k",
+        "1",
         "--out",
         tmp_path / "nat",
         "--accelerator",
@@ -153,6 +155,9 @@ def test_nat_mode_runs(cli, supernet_ckpt, tmp_path):
     assert doc["front"] and all(r["encoding"] == "exits+parallel" for r in doc["front"])
     archive = (tmp_path / "nat" / "archive.jsonl").read_text().splitlines()
     assert len(archive) > 4  # NAT's archive grows from its initial 4
+    # NAT's fixed top-k trade-off set: the front's two extremes and at most one more
+    high = {r["id"] for r in doc["high_tradeoff"]}
+    assert high <= {r["id"] for r in doc["front"]} and len(high) <= min(3, len(doc["front"]))
 
 
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(supernet_ckpt, digits, tmp_path):
@@ -432,3 +437,19 @@ def test_a_multi_objective_search_adapts_on_the_front_or_the_archive_best(adapt_
         best = max((r for r in archive if r["feasible"]), key=lambda r: r["accuracy"])
         assert best in pool  # a front extreme: rank 0, infinite crowding
         assert len(fr) == 5 or pool != fr
+
+
+def test_nat_top_k_high_tradeoff_picks_the_knee():
+    """NAT's fixed number of trade-off subnets: the K highest trade-offs plus the extremes; on
+    a front with one clear knee, K = 1 adds exactly the knee."""
+    from natv2.archive import high_tradeoff, tradeoff_measure
+
+    points = [(0.99, 100), (0.97, 20), (0.95, 16), (0.90, 13), (0.85, 11), (0.60, 10)]
+    records = [{"id": f"p{i}", "accuracy": a, "macs": m} for i, (a, m) in enumerate(points)]
+    keys = ("accuracy", "macs")
+    picked = [r["id"] for r in high_tradeoff(records, keys, top_k=1)]
+    assert picked == ["p0", "p1", "p5"]  # extremes p0 (most accurate), p5 (cheapest); knee p1
+    assert len(high_tradeoff(records, keys, top_k=len(records))) == len(records)
+    F = np.array([[1 - a, m] for a, m in points], dtype=float)
+    mu = tradeoff_measure((F - F.min(0)) / (F.max(0) - F.min(0)))
+    assert int(np.argmax(mu[1:-1])) + 1 == 1

@@ -53,6 +53,13 @@ def search(
         "(only --accelerator, --data-dir, --download and --json may change).",
     ),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
+    high_tradeoff_k: int | None = typer.Option(
+        None,
+        min=1,
+        max=MAX_COUNT,
+        help="Return NAT's fixed number of high trade-off subnets (the K highest trade-offs, "
+        "plus the front's extremes) instead of pymoo's HighTradeoffPoints outliers.",
+    ),
     accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
@@ -85,6 +92,7 @@ def search(
         seed=seed,
         dense_skips=dense_skips,
         pretrain_schedule=pretrain_schedule,
+        high_tradeoff_k=high_tradeoff_k,
     )
     acc = resolve_accelerator(accelerator)
     if acc.is_main:  # before any data is loaded or anything trained; touches nothing
