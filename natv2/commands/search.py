@@ -50,7 +50,7 @@ def search(
     resume: bool = typer.Option(
         False,
         help="Continue the search in --out from its last iteration, with the same options "
-        "(only --accelerator, --data-dir, --download and --json may change).",
+        "(only --accelerator, --data-dir, --download, --json and --high-tradeoff-k may change).",
     ),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
     high_tradeoff_k: int | None = typer.Option(
