@@ -22,10 +22,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 
 import natv2  # noqa: F401  (sets OMP_WAIT_POLICY)
-from natv2.accelerator import resolve_accelerator
-from natv2.data import load_dataset
-from natv2.device_profiles import load_profile
-from natv2.pipeline import SearchRequest, pretrained_path, resolve_supernets, search_space
+from natv2.pipeline import pretrained_path
 from natv2.search import NATv2Search, SearchJob, SearchSettings
 from natv2.supernet.checkpoint import load_supernets
 
@@ -35,15 +32,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--device", default="microcontroller-profile")
     args = parser.parse_args()
-    from search_quality import hypervolume  # same folder: the same hypervolume
+    # same folder: the same setup and hypervolume as the search-strategy benchmark
+    from search_quality import hypervolume, main_job_setup
 
-    acc = resolve_accelerator("cpu")
-    data = load_dataset("mnist5k")
-    profile = load_profile(args.device)
-    req = SearchRequest(device=args.device, supernet="tiny-w1.0")
-    resolved = resolve_supernets(req, profile, data, acc, log=print)
-    space = search_space(profile, resolved.encoding, sorted(resolved.nets))
-    macs_ref = float(profile.budgets.get("max_macs", 0)) or 1e8
+    setup = main_job_setup(args.device)
+    acc, data, profile, req = setup.acc, setup.data, setup.profile, setup.request
     print(
         f"machine: {platform.processor() or platform.machine()}; mnist5k val split, tiny-w1.0, "
         f"{profile.name}, demo preset with adaptation"
@@ -53,7 +46,8 @@ def main() -> None:
     for pool in ("front", "archive"):
         settings = replace(SearchSettings.preset("demo"), adapt_from=pool)
         for seed in args.seeds:
-            job = SearchJob(profile, space, settings, seed=seed, objectives=("accuracy", "macs"))
+            objectives = ("accuracy", "macs")
+            job = SearchJob(profile, setup.space, settings, seed=seed, objectives=objectives)
             with TemporaryDirectory() as tmp:
                 # a fresh copy of the pretrained supernet for every run: adaptation changes it
                 nets, _ = load_supernets(pretrained_path(req, data))
@@ -64,7 +58,7 @@ def main() -> None:
                 result = search.run()
                 seconds = time.perf_counter() - t0
             fr = result["front"]
-            hv = hypervolume(fr, macs_ref)
+            hv = hypervolume(fr, setup.macs_ref)
             results.setdefault(pool, []).append(hv)
             best = max(r["accuracy"] for r in fr)
             row = f"{pool:<8} {seed:>4} {len(fr):>6} {hv:>8.4f} {100 * best:>8.2f}%"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -21,12 +21,13 @@ import numpy as np
 from pymoo.indicators.hv import HV
 
 import natv2  # noqa: F401  (sets OMP_WAIT_POLICY)
-from natv2.accelerator import resolve_accelerator
+from natv2.accelerator import Accelerator, resolve_accelerator
 from natv2.archive import front
-from natv2.data import load_dataset
-from natv2.device_profiles import load_profile
+from natv2.data import DatasetSplits, load_dataset
+from natv2.device_profiles import Profile, load_profile
 from natv2.pipeline import SearchRequest, resolve_supernets, search_space
 from natv2.search import NATv2Search, SearchJob, SearchSettings
+from natv2.space import SearchSpace
 
 
 def hypervolume(records: list[dict], macs_ref: float) -> float:
@@ -34,6 +35,31 @@ def hypervolume(records: list[dict], macs_ref: float) -> float:
         return 0.0
     F = np.array([[1.0 - r["accuracy"], r["macs"] / macs_ref] for r in records])
     return float(HV(ref_point=np.array([1.0, 1.0]))(F))
+
+
+@dataclass(frozen=True)
+class MainJobSetup:
+    """What the search benchmarks share: mnist5k, the profile, the main job's cached supernet
+    (pretrained now if missing), its search space and the MACs the hypervolume is scaled by."""
+
+    acc: Accelerator
+    data: DatasetSplits
+    profile: Profile
+    request: SearchRequest
+    nets: dict
+    space: SearchSpace
+    macs_ref: float
+
+
+def main_job_setup(device: str, supernet: str = "tiny-w1.0") -> MainJobSetup:
+    acc = resolve_accelerator("cpu")
+    data = load_dataset("mnist5k")
+    profile = load_profile(device)
+    req = SearchRequest(device=device, supernet=supernet)
+    resolved = resolve_supernets(req, profile, data, acc, log=print)
+    space = search_space(profile, resolved.encoding, sorted(resolved.nets))
+    macs_ref = float(profile.budgets.get("max_macs", 0)) or 1e8
+    return MainJobSetup(acc, data, profile, req, resolved.nets, space, macs_ref)
 
 
 def run_method(method: str, seed: int, budget: int, job_base: SearchJob, nets, data, acc) -> tuple:
@@ -86,16 +112,11 @@ def main() -> None:
     parser.add_argument("--device", default="microcontroller-profile")
     parser.add_argument("--supernet", default="tiny-w1.0")
     args = parser.parse_args()
-    acc = resolve_accelerator("cpu")
-    data = load_dataset("mnist5k")
-    profile = load_profile(args.device)
-    req = SearchRequest(device=args.device, supernet=args.supernet)
-    resolved = resolve_supernets(req, profile, data, acc, log=print)
-    nets, encoding = resolved.nets, resolved.encoding
-    space = search_space(profile, encoding, sorted(nets))
+    setup = main_job_setup(args.device, args.supernet)
+    acc, data, profile, nets = setup.acc, setup.data, setup.profile, setup.nets
+    macs_ref = setup.macs_ref
     settings = replace(SearchSettings.preset("demo"), generations=30, population=40)
-    job = SearchJob(profile, space, settings, objectives=("accuracy", "macs"))
-    macs_ref = float(profile.budgets.get("max_macs", 0)) or 1e8
+    job = SearchJob(profile, setup.space, settings, objectives=("accuracy", "macs"))
     print(
         f"machine: {platform.processor() or platform.machine()}, {acc.device}; dataset mnist5k "
         f"(val split), supernet {args.supernet}, profile {profile.name}, budget {args.budget}"
