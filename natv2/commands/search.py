@@ -147,7 +147,7 @@ def front_table(front: list[dict], high: set[str], measured: bool = False) -> st
         lines.append(
             f"{r['id']:<28} {100 * r['accuracy']:>8.2f}% {r['params']:>9,} {r['macs']:>11,} "
             f"{r['peak_sram_bytes']:>10,} {r['flash_bytes']:>10,} "
-            + (ms if measured else "")
+            + ms
             + ("*" if r["id"] in high else "")
         )
     return "\n".join(lines)
