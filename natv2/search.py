@@ -265,17 +265,9 @@ class NATv2Search:
     def evaluate(self, records: list[dict], desc: str) -> None:
         """Fill ``accuracy`` (validation top-1) of every record, sharded across ranks."""
         todo = [r for r in records if tuple(r["vector"]) not in self._scores]
-        mine = todo[self.acc.rank :: self.acc.world_size]
-        results = {}
-        for rec in tqdm(mine, desc=desc, disable=not self.show_progress, leave=False):
-            arch = self.job.space.decode(rec["vector"])
-            results[tuple(rec["vector"])] = evaluate_subnet(self.nets[arch.width], arch, self.cache)
-        if _distributed(self.acc):
-            gathered: list = [None] * self.acc.world_size
-            dist.all_gather_object(gathered, results)
-            for part in gathered:
-                results.update(part)
-        self._scores.update(results)
+        self._scores.update(
+            self._sharded(todo, desc, lambda a: evaluate_subnet(self.nets[a.width], a, self.cache))
+        )
         if self.measures_latency:
             self._time(records, desc)
         self.state.evaluations += len(todo)
@@ -285,6 +277,20 @@ class NATv2Search:
             rec["accuracy"] = score["top1"]
             rec["val_loss"] = score["loss"]
 
+    def _sharded(self, records: list[dict], desc: str, work: Callable) -> dict:
+        """``work(arch)`` for this rank's share of ``records`` (a progress bar), gathered from
+        every rank: {vector: result} of all of them."""
+        results = {}
+        mine = records[self.acc.rank :: self.acc.world_size]
+        for rec in tqdm(mine, desc=desc, disable=not self.show_progress, leave=False):
+            results[tuple(rec["vector"])] = work(self.job.space.decode(rec["vector"]))
+        if _distributed(self.acc):
+            gathered: list = [None] * self.acc.world_size
+            dist.all_gather_object(gathered, results)
+            for part in gathered:
+                results.update(part)
+        return results
+
     def _time(self, records: list[dict], desc: str) -> None:
         """latency = "measure": time the subnets not timed yet (onnxruntime on this host, the
         float ONNX file of the plain module, as export and validate time it), refit the
@@ -293,21 +299,14 @@ class NATv2Search:
         from natv2.profiling.latency import measure_latency
         from natv2.supernet.materialize import materialize
 
-        timed = {tuple(v): ms for v, ms in self.state.latency_samples}
-        todo = [r for r in records if tuple(r["vector"]) not in timed]
-        mine = todo[self.acc.rank :: self.acc.world_size]
-        results: dict[tuple[int, ...], float] = {}
-        for rec in tqdm(mine, desc=f"{desc}: latency", disable=not self.show_progress, leave=False):
-            arch = self.job.space.decode(rec["vector"])
+        def median_ms(arch) -> float:
             module = materialize(self.nets[arch.width], arch).cpu()
             runs = self.job.settings.latency_runs
-            stats = measure_latency(to_onnx(module, arch.resolution), warmup=5, runs=runs)
-            results[tuple(rec["vector"])] = stats.median_ms
-        if _distributed(self.acc):
-            gathered: list = [None] * self.acc.world_size
-            dist.all_gather_object(gathered, results)
-            for part in gathered:
-                results.update(part)
+            return measure_latency(to_onnx(module, arch.resolution), warmup=5, runs=runs).median_ms
+
+        timed = {tuple(v): ms for v, ms in self.state.latency_samples}
+        todo = [r for r in records if tuple(r["vector"]) not in timed]
+        results = self._sharded(todo, f"{desc}: latency", median_ms)
         for rec in todo:  # in record order, so every rank keeps the same list
             key = tuple(rec["vector"])
             if key in results and key not in timed:
