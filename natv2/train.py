@@ -51,6 +51,17 @@ Two recipes, chosen by the schedule's name:
   Averaging a parallel level's branches instead of summing them (skip kept) gave
   84.8 / 91.9 / 89.3 / 90.7 / 97.7 % against 81.2 / 90.2 / 93.3 / 90.4 / 97.6 % for the sum on
   the same day: within the run-to-run noise of two AdamW processes, so not adopted.
+  Private BatchNorm affine offsets per block choice (slimmable networks' switchable
+  BatchNorm, one weight and bias offset per branch mask, expand and kernel at every level;
+  +352 k supernet parameters) gave 80.7 / 87.3 / 89.8 / 90.8 / 97.8 % against
+  86.7 / 90.8 / 90.4 / 92.0 / 97.4 % without (mean of 20 random subnets 87.5 against
+  88.7 %), so not adopted. Tuning the quantile subnets alone for 54 steps (AdamW, batch 64)
+  lifts them by 3-5 points whether only their BatchNorm affine parameters train (lr 1e-2:
+  93.7 / 95.4 / 95.0 %) or every weight (lr 1e-3: 94.4 / 95.7 / 94.7 %): what the shared
+  weights lack is specialisation to each subnet, not a per-choice scale and shift. Varying
+  one dimension of a quantile subnet toward the maximal (same exit and depth) locates it:
+  every block at branch mask 7, expand 6, kernel 7 gives 96.1 / 94.8 / 97.2 % (97.3 % for
+  the q50 subnet at resolution 64), any one of the three alone at most 93.8 %.
   ``benchmarks/supernet_quality.py`` compares fixed subnets with the same architectures trained
   alone.
 - **EPS** (``paper``; ``cpu-demo`` is its CPU miniature): OFAv2's recipe for a supernet whose
