@@ -60,18 +60,13 @@ from natv2.aep import (
     pruned,
     select_exits,
 )
+from natv2.atomic import atomic_torch_save, atomic_write_bytes, json_text
 from natv2.data import DatasetSplits, ImageSet, make_loader
 from natv2.distill import WEIGHTINGS
 from natv2.errors import Natv2Error
 from natv2.evaluate import EvalData, recalibrate_bn, top1_and_loss
 from natv2.optim import OPTIMIZERS, make_optimizer
-from natv2.supernet.materialize import (
-    SUBNET_FORMAT,
-    atomic_torch_save,
-    atomic_write_bytes,
-    load_subnet,
-    save_subnet,
-)
+from natv2.supernet.materialize import SUBNET_FORMAT, load_subnet, save_subnet
 from natv2.supernet.network import OFAv2Supernet
 from natv2.supernet.plain import Subnet
 from natv2.untrusted import (
@@ -590,17 +585,8 @@ def save_postprocessed(directory: str | Path, module: nn.Module, result: dict | 
     else:
         raise TypeError(f"cannot save a {type(module).__name__}: expected a Subnet or an AEPNet")
     if result is not None:
-        text = json.dumps(result, indent=2, default=_plain) + "\n"
-        atomic_write_bytes(directory / "result.json", text.encode())
+        atomic_write_bytes(directory / "result.json", json_text(result).encode())
     return directory
-
-
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def load_postprocessed(directory: str | Path) -> nn.Module:

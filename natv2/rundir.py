@@ -39,8 +39,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from natv2.atomic import atomic_write_bytes, json_text
 from natv2.errors import Natv2Error
-from natv2.supernet.materialize import atomic_write_bytes
 from natv2.untrusted import file_errors, path_error, path_kind, read_json, shown
 
 try:  # POSIX; elsewhere runs are not locked
@@ -66,11 +66,11 @@ SCRATCH = frozenset({LOCK, LOG})
 
 
 def write_json(path: Path, doc: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(doc, indent=2, default=_plain) + "\n").encode())
+    atomic_write_bytes(path, json_text(doc).encode())
 
 
 def write_jsonl(path: Path, records: Sequence[dict]) -> None:
-    text = "".join(json.dumps(r, default=_plain) + "\n" for r in records)
+    text = "".join(json_text(r, indent=None) for r in records)
     atomic_write_bytes(path, text.encode())
 
 
@@ -85,14 +85,6 @@ def write_csv(path: Path, records: Sequence[dict]) -> None:
         row = {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()}
         writer.writerow(row)
     atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def require_run_dir(run_dir: str | Path) -> Path:

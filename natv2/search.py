@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from natv2 import __version__, rundir
 from natv2.accelerator import Accelerator
 from natv2.archive import front, high_tradeoff, keep_best, select_candidates
+from natv2.atomic import atomic_torch_save
 from natv2.data import DatasetSplits
 from natv2.device_profiles import Profile
 from natv2.errors import Natv2Error
@@ -48,7 +49,6 @@ from natv2.profiling.cost import subnet_cost
 from natv2.profiling.latency_model import LatencyModel, fit_from_records, latency_features
 from natv2.space import SearchSpace
 from natv2.supernet.checkpoint import save_supernets
-from natv2.supernet.materialize import atomic_torch_save
 from natv2.supernet.network import OFAv2Supernet
 from natv2.train import SupernetTrainer, adaptation_schedule, front_sampler
 from natv2.transfer import PAPER_WARMUP_LR

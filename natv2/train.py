@@ -103,6 +103,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from natv2.accelerator import Accelerator
+from natv2.atomic import atomic_torch_save
 from natv2.data import DatasetSplits, make_loader
 from natv2.distill import (
     inplace_distillation_target,
@@ -123,7 +124,6 @@ from natv2.space import (
     Block,
     SearchSpace,
 )
-from natv2.supernet.materialize import atomic_torch_save
 from natv2.supernet.network import OFAv2Supernet
 from natv2.untrusted import Field, check_fields, load_torch
 

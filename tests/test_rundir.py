@@ -296,3 +296,28 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_resume_works(
     assert res.code == 0, res.err[-3000:]
     for name in ("front.json", "evaluations.jsonl"):
         assert (out / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+
+
+def test_numpy_and_torch_values_write_as_plain_json(tmp_path):
+    """Arrays of any size and numpy/torch scalars go to JSON as lists and numbers, in records,
+    reports and ``--json`` output alike (one default: ``natv2.atomic.json_default``)."""
+    import numpy as np
+
+    from natv2.atomic import json_text
+    from natv2.rundir import read_records, write_json, write_jsonl
+
+    doc = {
+        "vector": np.arange(3),
+        "scalar": np.float32(0.5),
+        "count": np.int64(7),
+        "tensor": torch.tensor([1.5, 2.5]),
+        "zero_d": torch.tensor(4),
+    }
+    want = {"vector": [0, 1, 2], "scalar": 0.5, "count": 7, "tensor": [1.5, 2.5], "zero_d": 4}
+    write_json(tmp_path / "doc.json", doc)
+    assert json.loads((tmp_path / "doc.json").read_text()) == want
+    write_jsonl(tmp_path / rundir.EVALUATIONS, [doc, doc])
+    assert read_records(tmp_path, "evaluations") == [want, want]
+    assert json.loads(json_text(doc)) == want
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        json_text({"bad": object()})

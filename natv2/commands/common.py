@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
-import numpy as np
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+from natv2.atomic import json_text
 
 
 def emit_json(doc: Any) -> None:
     """Print one JSON document on stdout and nothing else (the ``--json`` contract)."""
-    sys.stdout.write(json.dumps(doc, indent=2, default=_default) + "\n")
+    sys.stdout.write(json_text(doc))
 
 
 def vector_text(vector) -> str:

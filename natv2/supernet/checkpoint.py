@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
+from natv2.atomic import atomic_torch_save
 from natv2.errors import Natv2Error
 from natv2.supernet.config import SupernetConfig
-from natv2.supernet.materialize import atomic_torch_save
 from natv2.supernet.network import OFAv2Supernet
 from natv2.untrusted import Field, check_fields, load_torch, path_kind, require_finite, shown
 

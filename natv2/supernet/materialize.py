@@ -7,13 +7,12 @@ active slices (so an ONNX export contains only them) and rebuilds from ``arch.js
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from natv2.atomic import atomic_torch_save, atomic_write_bytes
 from natv2.errors import Natv2Error
 from natv2.space import Arch
 from natv2.supernet.config import SupernetConfig
@@ -26,7 +25,7 @@ from natv2.supernet.plain import (
     Subnet,
     TransformBranch,
 )
-from natv2.untrusted import file_errors, load_torch, read_json, require_finite, shown
+from natv2.untrusted import load_torch, read_json, require_finite, shown
 
 SUBNET_FORMAT = "natv2-subnet/1"
 
@@ -91,54 +90,6 @@ def materialize(supernet: OFAv2Supernet, arch: Arch) -> Subnet:
 def subnet_description(net: Subnet) -> dict:
     """What ``arch.json`` holds: enough to rebuild the module without the supernet."""
     return {"format": SUBNET_FORMAT, "arch": net.arch.to_dict(), "config": net.config.to_dict()}
-
-
-def _public_mode(tmp: str) -> None:
-    """mkstemp creates 0600 files; give the final file the mode a plain open() would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename, so a crash never leaves half a file;
-    a file-system error (disk full, read-only, permission) is one line naming ``path``."""
-    with file_errors(path, "write"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            _public_mode(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` through a temp file and rename: the previous file survives any failure,
-    and a failed write (torch reports a full disk as a RuntimeError) is one line naming
-    ``path``."""
-    with file_errors(path, "write"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        try:
-            torch.save(obj, tmp)
-            _public_mode(tmp)
-            os.replace(tmp, path)
-        except RuntimeError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if "PytorchStreamWriter" not in str(exc) and "write" not in str(exc).lower():
-                raise
-            raise Natv2Error(
-                f"cannot write {shown(str(path))}: writing failed (is the disk full?); files "
-                "written before are intact: free space and rerun (with --resume for a search)"
-            ) from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def save_subnet(net: Subnet, directory: str | Path) -> None:
