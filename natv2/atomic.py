@@ -1,4 +1,4 @@
-"""Atomic file writes and the one JSON default: every file natv2 writes goes through here.
+"""Atomic file writes and the one JSON default, for every module that writes run files.
 
 A write goes to a temp file in the same folder and is renamed over the target, so a crash or a
 full disk never leaves half a file and what was written before survives. Torch is imported

@@ -36,7 +36,6 @@ The result is a plain ``nn.Module`` saved under ``RUN_DIR/postprocessed/ID/``: `
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable
@@ -578,7 +577,7 @@ def save_postprocessed(directory: str | Path, module: nn.Module, result: dict | 
     module = module.cpu().eval()
     if isinstance(module, AEPNet):
         atomic_torch_save(module.state_dict(), directory / "model.pt")
-        desc = json.dumps(aep_description(module), indent=2) + "\n"
+        desc = json_text(aep_description(module))
         atomic_write_bytes(directory / "arch.json", desc.encode())
     elif isinstance(module, Subnet):
         save_subnet(module, directory)
