@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from natv2 import __version__
-from natv2.device_profiles import Profile
+from natv2.device_profiles import Costs, Profile
 from natv2.errors import Natv2Error
 from natv2.export.onnx import (
     EXPORTER,
@@ -411,9 +411,7 @@ def export_folder(
                     warmup=latency_warmup,
                     runs=latency_runs,
                 ).to_dict()
-    estimate = None
-    if profile is not None and profile.macs_per_second:
-        estimate = profile.estimate_latency_ms(counts.macs_graph)
+    estimate = None if profile is None else profile.estimate_latency_ms(counts.macs_graph)
     deployed = INT8_FILE if (int8_model is not None and dtype == "int8") else FLOAT_FILE
     deployed_key = "int8" if deployed == INT8_FILE else "float"
     measured = host[deployed_key]["median_ms"] if deployed_key in host else None
@@ -432,25 +430,26 @@ def export_folder(
     model_tflite = None if cost_at_dtype is None else cost_at_dtype.tflite_bytes
     tflite_bytes = len(tfl.model) if tfl is not None else model_tflite
     if profile is not None:
-        judged = {
-            "params": counts.params_graph,
-            "macs": counts.macs_graph,
-            "flash_bytes": graph_costs.flash_bytes,
-            "peak_sram_bytes": graph_costs.peak_activation_bytes,
-            "tflm_arena_bytes": tflm_arena,
-            "tflite_bytes": tflite_bytes,
-            "latency_ms": latency_ms,
-        }
-        checks = profile.check(judged)
+        judged = profile.judge(
+            Costs(
+                params=counts.params_graph,
+                macs=counts.macs_graph,
+                flash_bytes=graph_costs.flash_bytes,
+                peak_sram_bytes=graph_costs.peak_activation_bytes,
+                tflm_arena_bytes=tflm_arena,
+                tflite_bytes=tflite_bytes,
+                latency_ms=latency_ms,
+            )
+        )
         verdict = {
             "profile": profile.name,
             "deployed_file": deployed,
             "latency_basis": basis,
             "sram_basis": _sram_basis(profile, arena is not None),
-            "passed": all(c.passed for c in checks),
-            "checks": [c.to_dict() for c in checks],
+            "passed": judged.fits,
+            "checks": [c.to_dict() for c in judged.checks],
             # budgets in force with no figure here (e.g. a measured latency with --runs 0)
-            "unchecked": profile.unjudged(judged),
+            "unchecked": list(judged.unchecked),
         }
 
     report: dict[str, Any] = {

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from natv2.device_profiles import BudgetCheck, Costs, Profile, Verdict
 from natv2.errors import Natv2Error
-from natv2.export.tflite import read_tflite, require_tflite
+from natv2.export.tflite import TfliteGraph, read_tflite, require_tflite
 
 __all__ = [
     "TfliteValidation",
@@ -288,14 +289,18 @@ class TfliteValidation:
     """
 
     model: str
-    profile: Any  # natv2.device_profiles.Profile
-    graph: Any  # natv2.export.tflite.TfliteGraph
+    profile: Profile
+    graph: TfliteGraph
     file_bytes: int
     arena: TflmArena
     estimated_latency_ms: float | None
     host_latency_ms: float
     accuracy: dict[str, Any] | None
-    checks: tuple[Any, ...]
+    verdict: Verdict
+
+    @property
+    def checks(self) -> tuple[BudgetCheck, ...]:
+        return self.verdict.checks
 
     @property
     def latency_ms(self) -> float:
@@ -307,13 +312,11 @@ class TfliteValidation:
     def sram_bytes(self) -> int:
         """TFLM profiles: the whole arena; others: TFLM's activation plan (an upper bound of
         the MCUNet-style peak, which also runs activations in place)."""
-        if self.profile.sram_cost_key == "tflm_arena_bytes":
-            return self.arena.arena_bytes
-        return self.arena.head_bytes
+        return _sram_bytes(self.profile, self.arena)
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return self.verdict.fits
 
     @property
     def exit_code(self) -> int:
@@ -380,9 +383,15 @@ class TfliteValidation:
         return "\n".join(lines)
 
 
+def _sram_bytes(profile: Profile, arena: TflmArena) -> int:
+    if profile.sram_cost_key == "tflm_arena_bytes":
+        return arena.arena_bytes
+    return arena.head_bytes
+
+
 def validate_tflite(
     model_path: str | Path,
-    profile,
+    profile: Profile,
     *,
     dataset=None,
     dataset_name: str | None = None,
@@ -425,21 +434,18 @@ def validate_tflite(
             "images": len(labels),
             "dataset": dataset_name or getattr(dataset, "name", "dataset"),
         }
-    estimate = profile.estimate_latency_ms(graph.macs) if profile.macs_per_second else None
-    partial = TfliteValidation(
-        str(path), profile, graph, len(data), arena, estimate, host_ms, accuracy, ()
-    )
-    checks = profile.check(
-        {
-            "params": graph.params,
-            "macs": graph.macs,
-            "flash_bytes": graph.deployed_bytes,
-            "tflite_bytes": len(data),
-            "peak_sram_bytes": partial.sram_bytes,
-            "tflm_arena_bytes": arena.arena_bytes,
-            "latency_ms": partial.latency_ms,
-        }
+    estimate = profile.estimate_latency_ms(graph.macs)
+    verdict = profile.judge(
+        Costs(
+            params=graph.params,
+            macs=graph.macs,
+            flash_bytes=graph.deployed_bytes,
+            tflite_bytes=len(data),
+            peak_sram_bytes=_sram_bytes(profile, arena),
+            tflm_arena_bytes=arena.arena_bytes,
+            latency_ms=profile.judged_latency_ms(estimate, host_ms),
+        )
     )
     return TfliteValidation(
-        str(path), profile, graph, len(data), arena, estimate, host_ms, accuracy, tuple(checks)
+        str(path), profile, graph, len(data), arena, estimate, host_ms, accuracy, verdict
     )

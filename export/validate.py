@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from natv2.device_profiles import BudgetCheck, Profile, load_profile
+from natv2.device_profiles import BudgetCheck, Costs, Profile, Verdict, load_profile
 from natv2.errors import Natv2Error
 from natv2.profiling.counters import GraphCosts, image_input, load_onnx, onnx_costs
 from natv2.profiling.latency import LatencyStats, measure_latency, physical_cores, run_failure
@@ -61,12 +61,16 @@ class ValidationReport:
     host_latency: LatencyStats
     estimated_latency_ms: float | None
     accuracy: Accuracy | None
-    checks: tuple[BudgetCheck, ...]
+    verdict: Verdict
+
+    @property
+    def checks(self) -> tuple[BudgetCheck, ...]:
+        return self.verdict.checks
 
     @property
     def latency_basis(self) -> str:
         """What the latency budget was checked against: ``estimate`` or ``this host``."""
-        return self.profile.latency_basis
+        return self.verdict.latency_basis
 
     @property
     def latency_ms(self) -> float:
@@ -78,25 +82,18 @@ class ValidationReport:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return self.verdict.fits
 
     @property
     def unchecked(self) -> dict[str, str]:
         """Budgets an ONNX file cannot be judged on, and why (a TFLM profile's SRAM budget
         is judged on TFLM's arena, which only the .tflite file gives)."""
-        checked = {c.budget_key for c in self.checks}
         fix = "validate the .tflite file"
         why = {
             "max_peak_sram_bytes": f"runtime = tflm judges the TFLM arena: {fix}",
             "max_flash_bytes": f"runtime = tflm judges the TFLite file: {fix}",
         }
-        return {
-            budget: reason
-            for budget, reason in why.items()
-            if self.profile.runtime == "tflm"
-            and budget in self.profile.budgets
-            and budget not in checked
-        }
+        return {b: reason for b, reason in why.items() if b in self.verdict.unchecked}
 
     @property
     def exit_code(self) -> int:
@@ -297,7 +294,7 @@ def validate_onnx(
         runs=runs,
         size_flag=size_flag,
     )
-    estimate = prof.estimate_latency_ms(costs.macs) if prof.macs_per_second else None
+    estimate = prof.estimate_latency_ms(costs.macs)
     accuracy = None
     if dataset is not None:
         if costs.input_shape[1] != 3:
@@ -315,14 +312,14 @@ def validate_onnx(
             size_flag=size_flag,
         )
         accuracy = Accuracy(top1, n, dataset_name or getattr(dataset, "name", "dataset"))
-    partial = ValidationReport(path, prof, costs, host, estimate, accuracy, ())
-    checks = prof.check(
-        {
-            "params": costs.params,
-            "macs": costs.macs,
-            "flash_bytes": costs.flash_bytes,
-            "peak_sram_bytes": costs.peak_activation_bytes,
-            "latency_ms": partial.latency_ms,
-        }
+    judged_ms = prof.judged_latency_ms(estimate, host.median_ms)
+    verdict = prof.judge(
+        Costs(
+            params=costs.params,
+            macs=costs.macs,
+            flash_bytes=costs.flash_bytes,
+            peak_sram_bytes=costs.peak_activation_bytes,
+            latency_ms=judged_ms,
+        )
     )
-    return ValidationReport(path, prof, costs, host, estimate, accuracy, tuple(checks))
+    return ValidationReport(path, prof, costs, host, estimate, accuracy, verdict)

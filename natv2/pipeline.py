@@ -18,10 +18,10 @@ from pathlib import Path
 from natv2 import __version__, rundir
 from natv2.accelerator import Accelerator
 from natv2.data import DatasetSplits
-from natv2.device_profiles import Profile
+from natv2.device_profiles import Costs, Profile, check_feasible
 from natv2.errors import Natv2Error
 from natv2.pretrain import PretrainConfig, pretrain
-from natv2.profiling.cost import ensure_feasible
+from natv2.profiling.cost import cheapest_costs
 from natv2.search import (
     NATv2Search,
     SearchJob,
@@ -33,7 +33,12 @@ from natv2.search import (
 )
 from natv2.space import SearchSpace
 from natv2.supernet.checkpoint import load_supernets
-from natv2.supernet.config import config_for_encoding, encoding_of, parse_supernet_name
+from natv2.supernet.config import (
+    SupernetConfig,
+    config_for_encoding,
+    encoding_of,
+    parse_supernet_name,
+)
 from natv2.supernet.network import OFAv2Supernet
 from natv2.train import make_schedule
 from natv2.transfer import needs_transfer, rehead, warm_up
@@ -90,6 +95,30 @@ def pretrained_path(req: SearchRequest, data: DatasetSplits) -> Path:
 def search_space(profile: Profile, encoding: str, widths) -> SearchSpace:
     allowed = tuple(r for r in profile.resolutions)
     return SearchSpace(encoding, resolutions=allowed, widths=tuple(widths))
+
+
+def ensure_feasible(profile: Profile, space: SearchSpace, config: SupernetConfig) -> Costs:
+    """The smallest achievable costs of ``space`` on ``profile``; raise before any training
+    when nothing fits.
+
+    The space is restricted to the profile's resolutions and costed at the profile's dtype;
+    latency is estimated from the cheapest MACs when the profile has ``macs_per_second``.
+    Raises ``Natv2Error`` (naming the profile file, each budget broken and the smallest figure
+    the space achieves) when even the cheapest subnet breaks a budget, or when the space has
+    none of the profile's resolutions.
+    """
+    resolutions = tuple(r for r in space.resolutions if r in profile.resolutions)
+    if not resolutions:
+        raise Natv2Error(
+            f"{profile.source}: device profile '{profile.name}' allows input resolutions "
+            f"{list(profile.resolutions)} but the search space has only "
+            f"{list(space.resolutions)}; add one of them to task.resolutions"
+        )
+    restricted = SearchSpace(space.encoding, resolutions=resolutions, widths=space.widths)
+    figures = cheapest_costs(restricted, config, profile.dtype)
+    cheapest = Costs.of({**figures, "latency_ms": profile.estimate_latency_ms(figures["macs"])})
+    check_feasible(profile, cheapest)
+    return cheapest
 
 
 @dataclass(frozen=True)

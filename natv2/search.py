@@ -41,7 +41,7 @@ from natv2.accelerator import Accelerator
 from natv2.archive import front, high_tradeoff, keep_best, select_candidates
 from natv2.atomic import atomic_torch_save
 from natv2.data import DatasetSplits
-from natv2.device_profiles import Profile
+from natv2.device_profiles import Costs, Profile
 from natv2.errors import Natv2Error
 from natv2.evaluate import EvalData, evaluate_subnet
 from natv2.predictors import SEARCH_FEATURES, make_predictor
@@ -241,7 +241,7 @@ class NATv2Search:
         arch = self.job.space.decode(vector)
         profile = self.job.profile
         cost = subnet_cost(arch, self.config, profile.dtype)
-        estimate = profile.estimate_latency_ms(cost.macs) if profile.macs_per_second else None
+        estimate = profile.estimate_latency_ms(cost.macs)
         # latency = "measure": the latency model until the subnet is timed (``evaluate``)
         model = self.latency_model
         predicted = None if model is None else model.predict(latency_features(arch, cost.macs))
@@ -252,7 +252,7 @@ class NATv2Search:
             **{k: v for k, v in cost.as_dict().items() if k != "dtype"},
             "latency_ms": profile.judged_latency_ms(estimate, predicted),
         }
-        rec["feasible"] = all(c.passed for c in profile.check(rec))
+        rec["feasible"] = profile.judge(Costs.of(rec)).fits
         return rec
 
     @property
@@ -314,7 +314,7 @@ class NATv2Search:
                 self.state.latency_samples.append([list(key), results[key]])
         for rec in records:
             rec["latency_ms"] = timed[tuple(rec["vector"])]
-            rec["feasible"] = all(c.passed for c in self.job.profile.check(rec))
+            rec["feasible"] = self.job.profile.judge(Costs.of(rec)).fits
         if todo:
             self._fit_latency_model()
 

@@ -82,14 +82,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-from natv2.errors import Natv2Error
 from natv2.space import BRANCH_IRB, BRANCH_TRANSFORM, LEVELS_PER_STAGE, Arch, Block, SearchSpace
 from natv2.supernet.config import STAGE_ACTS, STAGE_SE, STAGE_STRIDES, SupernetConfig
-
-if TYPE_CHECKING:
-    from natv2.device_profiles import Profile
 
 DTYPE_BYTES: dict[str, int] = {"int8": 1, "float16": 2, "float32": 4}
 
@@ -831,29 +827,3 @@ def cheapest_costs(space: SearchSpace, config: SupernetConfig, dtype: str) -> di
             parts["persistent"] = min(parts.get("persistent", p), p)
     best["tflm_arena_bytes"] = parts["act"] + parts["persistent"]
     return best
-
-
-def ensure_feasible(profile: Profile, space: SearchSpace, config: SupernetConfig) -> dict:
-    """The smallest achievable costs of ``space`` on ``profile``; raise when nothing fits.
-
-    The space is restricted to the profile's resolutions and costed at the profile's dtype;
-    latency is estimated from the cheapest MACs when the profile has ``macs_per_second``.
-    Raises ``Natv2Error`` (naming the profile file, each budget broken and the smallest figure
-    the space achieves) when even the cheapest subnet breaks a budget, or when the space has
-    none of the profile's resolutions. Returns the cheapest figures (keys as ``Profile.check``).
-    """
-    from natv2.device_profiles import check_feasible
-
-    resolutions = tuple(r for r in space.resolutions if r in profile.resolutions)
-    if not resolutions:
-        raise Natv2Error(
-            f"{profile.source}: device profile '{profile.name}' allows input resolutions "
-            f"{list(profile.resolutions)} but the search space has only "
-            f"{list(space.resolutions)}; add one of them to task.resolutions"
-        )
-    restricted = SearchSpace(space.encoding, resolutions=resolutions, widths=space.widths)
-    cheapest: dict = dict(cheapest_costs(restricted, config, profile.dtype))
-    if profile.macs_per_second:
-        cheapest["latency_ms"] = profile.estimate_latency_ms(cheapest["macs"])
-    check_feasible(profile, cheapest)
-    return cheapest

@@ -55,13 +55,14 @@ import pytest
 import torch
 from torch import nn
 
+from natv2.device_profiles import Costs
 from natv2.errors import Natv2Error
 from natv2.export.onnx import check_counts, to_onnx
+from natv2.pipeline import ensure_feasible
 from natv2.profiling.cost import (
     SubnetCost,
     batch_costs,
     cheapest_costs,
-    ensure_feasible,
     segment_costs,
     subnet_cost,
 )
@@ -595,10 +596,12 @@ def test_ensure_feasible_passes_a_shipped_profile_and_names_the_cheapest():
     space = SearchSpace("exits+parallel")
     cfg = cfg_of("tiny", "exits+parallel", False)
     cheapest = ensure_feasible(profile, space, cfg)
-    assert cheapest == {
-        **cheapest_costs(space, cfg, "int8"),
-        "latency_ms": profile.estimate_latency_ms(cheapest["macs"]),
-    }
+    assert cheapest == Costs.of(
+        {
+            **cheapest_costs(space, cfg, "int8"),
+            "latency_ms": profile.estimate_latency_ms(cheapest.macs),
+        }
+    )
 
 
 def test_ensure_feasible_rejects_an_impossible_profile(tmp_path):
@@ -630,7 +633,7 @@ def test_ensure_feasible_uses_the_profile_resolutions_and_dtype(tmp_path):
     with pytest.raises(Natv2Error, match="max_peak_sram_bytes"):
         ensure_feasible(load_profile(path), space, cfg)
     path = write_profile(tmp_path / "p48.toml", f"max_peak_sram_bytes = {budget}", "[48, 64]")
-    assert ensure_feasible(load_profile(path), space, cfg)["peak_sram_bytes"] <= budget
+    assert ensure_feasible(load_profile(path), space, cfg).peak_sram_bytes <= budget
     with pytest.raises(Natv2Error, match="resolutions"):
         ensure_feasible(load_profile(path), SearchSpace("baseline", resolutions=(56,)), cfg)
 
@@ -654,7 +657,7 @@ def test_ensure_feasible_judges_a_tflm_profile_on_the_tflm_arena(tmp_path):
     assert f"max_peak_sram_bytes = {budget} but the smallest achievable tflm_arena_bytes" in msg
     assert "runtime = tflm" in msg
     Path(path).write_text(text.replace('runtime = "tflm"', 'runtime = "tinyengine"'))
-    assert ensure_feasible(load_profile(path), space, cfg)["peak_sram_bytes"] <= budget
+    assert ensure_feasible(load_profile(path), space, cfg).peak_sram_bytes <= budget
 
 
 # TFLM's smallest arena and its activation part, measured by ``find_arena`` on the int8 TFLite

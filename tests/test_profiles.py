@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import tomllib
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from natv2.cli import app, main
 from natv2.device_profiles import (
     BUDGET_KEYS,
+    Costs,
     Profile,
     check_feasible,
     list_profiles,
@@ -145,11 +147,12 @@ def test_user_profile_derivation_and_explicit_override(tmp_path):
 
 def test_check_reports_value_budget_and_headroom(tmp_path):
     prof = load_profile(_write(tmp_path, GOOD))
-    checks = {
-        c.name: c
-        for c in prof.check({"macs": 1_000_000, "peak_sram_bytes": 80_000, "accuracy": 0.9})
-    }
+    verdict = prof.judge(Costs.of({"macs": 1_000_000, "peak_sram_bytes": 80_000, "accuracy": 0.9}))
+    checks = {c.name: c for c in verdict.checks}
     assert set(checks) == {"macs", "peak_sram_bytes"}  # missing cost keys are skipped
+    # ... and named, so a verdict never passes a budget it could not judge
+    assert set(verdict.unchecked) == set(prof.budgets) - {"max_macs", "max_peak_sram_bytes"}
+    assert not verdict.fits and verdict.failed == (checks["peak_sram_bytes"],)
     macs = checks["macs"]
     assert macs.passed and macs.budget == 7_500_000 and macs.headroom == 6_500_000
     assert macs.headroom_fraction == pytest.approx(6_500_000 / 7_500_000)
@@ -160,10 +163,10 @@ def test_check_reports_value_budget_and_headroom(tmp_path):
 
 def test_check_feasible_names_budgets_and_smallest_figures(tmp_path):
     prof = load_profile(_write(tmp_path, GOOD))
-    check_feasible(prof, {"macs": 1_000_000, "peak_sram_bytes": 50_000, "flash_bytes": 10})
+    check_feasible(prof, Costs(macs=1_000_000, peak_sram_bytes=50_000, flash_bytes=10))
     with pytest.raises(Natv2Error) as info:
         check_feasible(
-            prof, {"macs": 9_000_000, "peak_sram_bytes": 99_999, "flash_bytes": 10, "params": 5}
+            prof, Costs(macs=9_000_000, peak_sram_bytes=99_999, flash_bytes=10, params=5)
         )
     msg = str(info.value)
     assert str(prof.source) in msg
@@ -187,15 +190,16 @@ def test_runtime_decides_which_figure_the_sram_budget_judges(tmp_path):
         text = tomllib.loads(Path(prof.source).read_text())
         assert "runtime" in text["hardware"], name  # every shipped profile says which
     assert load_profile(_write(tmp_path, GOOD)).runtime == "onnxruntime"  # the default
-    costs = {"peak_sram_bytes": 50_000, "tflm_arena_bytes": 80_000}
+    costs = Costs(peak_sram_bytes=50_000, tflm_arena_bytes=80_000)
     for runtime, passed, key in (("tinyengine", True, "peak_sram_bytes"), ("tflm", False, None)):
         text = GOOD.replace('dtype = "int8"', f'dtype = "int8"\nruntime = "{runtime}"')
         prof = load_profile(_write(tmp_path, text, f"{runtime}.toml"))
-        (sram,) = [c for c in prof.check(costs) if c.budget_key == "max_peak_sram_bytes"]
+        checks = prof.judge(costs).checks
+        (sram,) = [c for c in checks if c.budget_key == "max_peak_sram_bytes"]
         assert sram.passed is passed and sram.name == (key or "tflm_arena_bytes")
         assert ("tflm_arena_bytes", "max_peak_sram_bytes") in prof.budget_pairs() or passed
     with pytest.raises(Natv2Error, match="tflm_arena_bytes is 80000"):
-        check_feasible(prof, {**costs, "macs": 1})
+        check_feasible(prof, replace(costs, macs=1))
 
 
 # ------------------------------------------------------------------ CLI

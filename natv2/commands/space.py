@@ -110,7 +110,7 @@ def cost(
 
     A report: exit 0 whatever the verdict; 2 for bad input.
     """
-    from natv2.device_profiles import load_profile
+    from natv2.device_profiles import Costs, load_profile
     from natv2.profiling.cost import DTYPE_BYTES, subnet_cost
     from natv2.supernet.config import config_for_encoding, parse_supernet_name
 
@@ -149,21 +149,21 @@ def cost(
         "profile": None,
     }
     if profile is not None:
-        estimate = profile.estimate_latency_ms(figures["macs"]) if profile.macs_per_second else None
         # the profile's rule: a latency it measures is not known before export
-        doc["latency_ms"] = profile.judged_latency_ms(estimate, None)
-        checks = profile.check({k: doc[k] for k in _COST_LABELS})
-        checked = {c.budget_key for c in checks}
+        doc["latency_ms"] = profile.judged_latency_ms(
+            profile.estimate_latency_ms(figures["macs"]), None
+        )
+        verdict = profile.judge(Costs.of(doc))
         resolution_ok = arch.resolution in profile.resolutions
         doc["profile"] = {
             "name": profile.name,
             "source": profile.source,
             "dtype": profile.dtype,
             "resolution_allowed": resolution_ok,
-            "checks": [c.to_dict() for c in checks],
+            "checks": [c.to_dict() for c in verdict.checks],
             # budgets the analytical model cannot check (a latency the profile measures)
-            "unchecked": [k for k in profile.budgets if k not in checked],
-            "fits": resolution_ok and all(c.passed for c in checks),
+            "unchecked": list(verdict.unchecked),
+            "fits": resolution_ok and verdict.fits,
         }
     if as_json:
         emit_json(doc)
@@ -186,7 +186,7 @@ def cost(
     typer.echo(f"device profile {profile.name} ({profile.source}):")
     if not profile.budgets:
         typer.echo("  no budgets")
-    for c in checks:
+    for c in verdict.checks:
         mark = "ok  " if c.passed else "OVER"
         typer.echo(
             f"  {mark} {c.budget_key:<20} {_num(c.value):>16} of {_num(c.budget):>16}"
@@ -202,7 +202,7 @@ def cost(
             f"  ?    {key:<20} {_num(profile.budgets[key]):>16}   not checked: the profile "
             "measures latency (natv2 export, then natv2 validate)"
         )
-    failed = [c.budget_key for c in checks if not c.passed]
+    failed = [c.budget_key for c in verdict.failed]
     if not prof["resolution_allowed"]:
         failed.append("resolution")
     if not prof["fits"]:
