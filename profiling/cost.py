@@ -734,10 +734,20 @@ def _counts(arch: Arch, config: SupernetConfig) -> tuple[int, ...]:
     )
 
 
-def _flash(weights: int, biases: int, channels: int, loose_bn: int, dtype: str) -> int:
+def deployed_flash_bytes(
+    weights: int, biases: int, channels: int, float32_values: int, dtype: str
+) -> int:
+    """The flash rule (module docstring, *flash*), the one copy: conv/linear ``weights`` and
+    ``biases`` after BatchNorm folding, their output ``channels`` (int8's per-channel scales),
+    and per-channel values that stay float32 whatever the dtype (a loose BatchNorm's scale and
+    shift). ``counters`` applies it to a module and to an ONNX graph."""
     if dtype == "int8":
-        return weights + 4 * biases + 4 * channels + 8 * loose_bn
-    return DTYPE_BYTES[dtype] * (weights + biases) + 8 * loose_bn
+        return weights + 4 * biases + 4 * channels + 4 * float32_values
+    return DTYPE_BYTES[dtype] * (weights + biases) + 4 * float32_values
+
+
+def _flash(weights: int, biases: int, channels: int, loose_bn: int, dtype: str) -> int:
+    return deployed_flash_bytes(weights, biases, channels, 2 * loose_bn, dtype)
 
 
 def flash_bytes(seg: _Seg, dtype: str) -> int:

@@ -66,6 +66,7 @@ from onnx import TensorProto, helper, shape_inference
 from torch import nn
 
 from natv2.errors import Natv2Error
+from natv2.profiling.cost import DTYPE_BYTES, deployed_flash_bytes
 
 __all__ = [
     "DTYPE_BYTES",
@@ -83,8 +84,6 @@ __all__ = [
     "params_after_bn_folding",
     "peak_live_bytes",
 ]
-
-DTYPE_BYTES: dict[str, int] = {"int8": 1, "float16": 2, "float32": 4}
 
 #: ONNX ops whose output is the same buffer as their first input (unary element-wise ops, views).
 IN_PLACE_OPS: frozenset[str] = frozenset(
@@ -310,11 +309,12 @@ def params_after_bn_folding(module: nn.Module) -> int:
 
 def flash_bytes_of_module(module: nn.Module, dtype: str) -> int:
     """Bytes of weights the device stores for the module at ``dtype`` (module docstring)."""
-    size = _dtype_bytes(dtype)
+    _dtype_bytes(dtype)
     layers, other = _layer_parts(module)
-    if dtype == "int8":
-        return sum(w + 4 * b + 4 * c for w, b, c in layers) + 4 * other
-    return size * sum(w + b for w, b, _ in layers) + 4 * other
+    weights = sum(w for w, _, _ in layers)
+    biases = sum(b for _, b, _ in layers)
+    channels = sum(c for _, _, c in layers)
+    return deployed_flash_bytes(weights, biases, channels, other, dtype)
 
 
 def fvcore_macs(module: nn.Module, input_shape: Sequence[int] = (1, 3, 64, 64)) -> int:
