@@ -1,6 +1,6 @@
 """int8 TFLite: the plain module converted by litert-torch, quantized by ai-edge-quantizer.
 
-Why this route (REFERENCE.md, "Deploying to microcontrollers"): litert-torch converts the plain
+Why this route (docs/reference.md, "Deploying to microcontrollers"): litert-torch converts the plain
 ``nn.Module`` to a float32 TFLite graph with an NHWC input; ai-edge-quantizer's static recipe
 (``static_wi8_ai8``) then gives int8 weights (per channel, symmetric), int8 activations
 (per tensor, asymmetric, min/max over all calibration images, as onnxruntime's MinMax for the

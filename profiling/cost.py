@@ -436,7 +436,8 @@ _TFLM_COLS = (13, 14, 15, -1)
 
 
 def _dense_peak(levels: Sequence[_Level], in_size: int, cols=_MCUNET_COLS) -> int:
-    """Peak of a stage with dense skips (REFERENCE.md), from its levels' own peaks.
+    """Peak of a stage with dense skips, from its levels' own peaks (docs/reference.md,
+    "Peak memory of a dense stage").
 
     The stage runs as steps: a level (its nodes, with its input kept to the end of the level
     when a later step reads it again) or an add of two tensors. Block 1 reads the stage input,

@@ -70,8 +70,8 @@ def arch3():
 
 
 # ---------------------------------------------------------------------------------------------
-# Weightings (REFERENCE.md: m = 1 + ... + n; UNIF 1/n; ASC i/m; DESC falling; MIX loss falling,
-# ensemble rising)
+# Weightings (docs/reference.md, "AEP weightings": m = 1 + ... + n; UNIF 1/n; ASC i/m; DESC
+# falling; MIX loss falling, ensemble rising)
 # ---------------------------------------------------------------------------------------------
 
 RISING = {

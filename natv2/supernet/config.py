@@ -11,7 +11,8 @@ from natv2.errors import Natv2Error
 from natv2.space import EXPANDS, KERNELS, WIDTHS
 from natv2.untrusted import MAX_CLASSES, Field, check_fields, read_float, short_int, shown
 
-# Per stage: stride, activation, squeeze-excite (OFA MobileNetV3, REFERENCE.md).
+# Per stage: stride, activation, squeeze-excite (docs/reference.md, "Stage plan of OFA
+# MobileNetV3").
 STAGE_STRIDES: tuple[int, ...] = (2, 2, 2, 1, 2)
 STAGE_ACTS: tuple[str, ...] = ("relu", "relu", "hswish", "hswish", "hswish")
 STAGE_SE: tuple[bool, ...] = (False, True, False, True, True)

@@ -117,7 +117,7 @@ class ParallelLevel(nn.Module):
 
 
 def dense_stage_forward(blocks: Sequence[nn.Module], x: torch.Tensor, dense: bool) -> torch.Tensor:
-    """Run a stage's active blocks; with dense skips, use the rule of REFERENCE.md.
+    """Run a stage's active blocks; with dense skips, the rule of docs/reference.md, "Dense skips".
 
     Block k >= 4 takes o(k-1) + o1 + ... + o(k-3); the stage output after D blocks is o2 for
     D = 2 and oD + o1 + ... + o(D-2) for D >= 3 (o(k-2) is already in the residual of k-1).
