@@ -11,9 +11,12 @@ one ``export``) and stores each one's stdout and exit code; ``compare`` runs the
 prints which ones differ, exiting 1 if any does.
 
 The only bytes left out of the comparison are the host's own clock readings (``validate``'s and
-``export``'s ``host`` timings, ``predictors compare``'s fit seconds): they differ between two
-runs of the same code. Everything else, numbers, keys and their order, must match exactly. The
-CLI runs in a subprocess with this interpreter, so ``PYTHONPATH`` decides which code is judged.
+``export``'s ``host`` timings, ``predictors compare``'s fit seconds), which differ between two
+runs of the same code, and the folder the shipped profiles are installed in (``source``,
+``profile_source``), which differs between two checkouts of it. Everything else, numbers, keys
+and their order, must match exactly. The CLI runs in a subprocess with this interpreter, so
+``PYTHONPATH`` decides which code is judged; run it from the checkout's root (the current
+folder comes first on Python's path).
 """
 
 from __future__ import annotations
@@ -64,17 +67,25 @@ def _invocations(run_dir: Path, scratch: Path) -> list[list[str]]:
     return calls
 
 
+def _shipped_profiles_dir() -> str:
+    """The folder of the shipped profiles as the CLI under judgement prints it."""
+    code = "import natv2.device_profiles as d, os; print(os.path.dirname(d.__file__))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from natv2.cli import main; main()", *args]
 
 
-def _run(args: list[str], scratch: Path) -> dict[str, object]:
+def _run(args: list[str], scratch: Path, shipped: str) -> dict[str, object]:
     if args[0] == "export":
         out = scratch / "export"
         if out.exists():
             subprocess.run(["rm", "-rf", str(out)], check=True)
     done = subprocess.run(_cli(*args), capture_output=True, text=True)
-    return {"args": args, "rc": done.returncode, "stdout": _CLOCK.sub(r"\1 0", done.stdout)}
+    stdout = _CLOCK.sub(r"\1 0", done.stdout).replace(shipped + os.sep, "<shipped profiles>/")
+    return {"args": args, "rc": done.returncode, "stdout": stdout}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     opts.scratch.mkdir(parents=True, exist_ok=True)
     calls = _invocations(opts.run_dir, opts.scratch)
+    shipped = _shipped_profiles_dir()
     results = []
     for i, args in enumerate(calls, 1):
         print(f"[{i}/{len(calls)}] natv2 {' '.join(args[:3])} ...", file=sys.stderr, flush=True)
-        results.append(_run(args, opts.scratch))
+        results.append(_run(args, opts.scratch, shipped))
     if opts.mode == "record":
         opts.baseline.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         failed = [r for r in results if r["rc"] != 0]
