@@ -42,7 +42,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -68,6 +68,8 @@ __all__ = [
 ]
 
 TFLITE_FILE = "model.int8.tflite"
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 INSTALL_HINT = 'pip install "natv2[tflite]"'
 
 
@@ -153,7 +155,7 @@ class _NHWCInput(nn.Module):
         return self.module(x.permute(0, 3, 1, 2))
 
 
-def mirrored_module(module: nn.Module, resolution: int) -> nn.Module:
+def mirrored_module(module: ModuleT, resolution: int) -> ModuleT:
     """The mirrored copy of ``module`` (module docstring): ``mirrored(x.flip([2, 3]))`` equals
     ``module(x)``, and every convolution and max-pool has TFLite SAME padding. Raises when
     the module holds a spatial layer this rule does not cover (then the converter would emit
