@@ -214,7 +214,7 @@ def select_exits(
     exit_logits: Sequence[torch.Tensor],
     labels: torch.Tensor,
     weights: Sequence[float],
-    cost: Callable[[tuple[int, ...]], float] | None = None,
+    cost: Callable[[tuple[int, ...]], float | tuple[float, ...]] | None = None,
 ) -> tuple[tuple[int, ...], list[dict]]:
     """Positions of the exits to keep, and the subsets tried with their accuracy.
 
@@ -231,7 +231,7 @@ def select_exits(
     def fewest_shallowest(s: tuple[int, ...]) -> tuple[int, int]:
         return len(s), sum(s)
 
-    rank: Callable[[tuple[int, ...]], float | tuple[int, int]] = cost or fewest_shallowest
+    rank: Callable[[tuple[int, ...]], float | tuple[float, ...]] = cost or fewest_shallowest
     tried: list[dict] = []
 
     def score(subset: tuple[int, ...]) -> float:
