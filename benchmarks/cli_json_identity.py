@@ -28,6 +28,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -78,7 +79,13 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from natv2.cli import main; main()", *args]
 
 
-def _run(args: list[str], scratch: Path, shipped: str) -> dict[str, object]:
+class Invocation(TypedDict):
+    args: list[str]
+    rc: int
+    stdout: str
+
+
+def _run(args: list[str], scratch: Path, shipped: str) -> Invocation:
     if args[0] == "export":
         out = scratch / "export"
         if out.exists():

@@ -46,7 +46,7 @@ from natv2.export.quantize import quantize_int8
 from natv2.profiling.counters import fvcore_macs
 from natv2.profiling.latency import measure_latency, physical_cores
 from natv2.space import Arch, Block, SearchSpace
-from natv2.supernet import build_supernet, config_for_encoding, materialize
+from natv2.supernet import Subnet, build_supernet, config_for_encoding, materialize
 
 BATCHES = (1, 32)
 
@@ -62,7 +62,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def tiny_subnets() -> list[tuple[str, torch.nn.Module]]:
+def tiny_subnets() -> list[tuple[str, Subnet]]:
     encoding = "baseline"
     space = SearchSpace(encoding, widths=(1.0,))
     net = build_supernet(config_for_encoding(encoding, preset="tiny", width=1.0), seed=0).eval()
@@ -80,11 +80,12 @@ def run_dataset(run_dir: Path) -> tuple[str | None, str | None]:
     from natv2.rundir import load_config, require_run_dir
 
     config = load_config(require_run_dir(run_dir))
-    request = config.get("request") if isinstance(config.get("request"), dict) else {}
+    stored = config.get("request")
+    request = stored if isinstance(stored, dict) else {}
     return config.get("dataset"), config.get("data_dir") or request.get("data_dir")
 
 
-def run_subnets(run_dir: Path) -> list[tuple[str, torch.nn.Module]]:
+def run_subnets(run_dir: Path) -> list[tuple[str, Subnet]]:
     from natv2.rundir import FRONT, SUPERNET, read_records, require_run_dir
     from natv2.supernet.checkpoint import load_supernets
 

@@ -98,7 +98,7 @@ def to_onnx(
             torch.onnx.export(
                 module,
                 (x,),
-                buf,
+                buf,  # type: ignore[arg-type]  # the TorchScript exporter writes file objects too
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],

@@ -42,7 +42,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -68,6 +68,8 @@ __all__ = [
 ]
 
 TFLITE_FILE = "model.int8.tflite"
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 INSTALL_HINT = 'pip install "natv2[tflite]"'
 
 
@@ -91,7 +93,7 @@ def require_tflite(what: str = "TFLite export") -> None:
 # ----------------------------------------------------------------------------- the layout
 
 
-def _same_pads(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int]):
+def _same_pads(size: tuple[int, int], kernel: tuple[int, ...], stride: tuple[int, ...]):
     """TFLite SAME padding of an ``size`` input as F.pad's (left, right, top, bottom)."""
     out = []
     for n, k, s in zip(size, kernel, stride, strict=True):
@@ -120,22 +122,23 @@ def _strided_pointwise(conv: nn.Conv2d, size: tuple[int, int]) -> nn.Conv2d:
     no padding) whose only non-zero tap is the bottom-right one samples exactly those. An
     odd-sized axis keeps its 1-wide kernel (0, 2, ..., n - 1 is its own mirror image)."""
     pairs = zip(size, conv.stride, strict=True)
-    kernel = tuple(2 if n % 2 == 0 and s == 2 else 1 for n, s in pairs)
+    kernel_h, kernel_w = (2 if n % 2 == 0 and s == 2 else 1 for n, s in pairs)
     if any(s not in (1, 2) for s in conv.stride):
         raise Natv2Error("TFLite export: a 1x1 convolution with a stride other than 1 or 2")
+    stride_h, stride_w = conv.stride
     new = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
-        kernel,
-        conv.stride,
+        (kernel_h, kernel_w),
+        (stride_h, stride_w),
         0,
         groups=conv.groups,
         bias=conv.bias is not None,
     )
     with torch.no_grad():
         new.weight.zero_()
-        new.weight[:, :, kernel[0] - 1, kernel[1] - 1] = conv.weight[:, :, 0, 0]
-        if conv.bias is not None:
+        new.weight[:, :, kernel_h - 1, kernel_w - 1] = conv.weight[:, :, 0, 0]
+        if conv.bias is not None and new.bias is not None:  # both or neither
             new.bias.copy_(conv.bias)
     return new
 
@@ -152,7 +155,7 @@ class _NHWCInput(nn.Module):
         return self.module(x.permute(0, 3, 1, 2))
 
 
-def mirrored_module(module: nn.Module, resolution: int) -> nn.Module:
+def mirrored_module(module: ModuleT, resolution: int) -> ModuleT:
     """The mirrored copy of ``module`` (module docstring): ``mirrored(x.flip([2, 3]))`` equals
     ``module(x)``, and every convolution and max-pool has TFLite SAME padding. Raises when
     the module holds a spatial layer this rule does not cover (then the converter would emit
@@ -170,8 +173,8 @@ def mirrored_module(module: nn.Module, resolution: int) -> nn.Module:
         with torch.no_grad():
             m(torch.zeros(1, 3, resolution, resolution))
     finally:
-        for h in hooks:
-            h.remove()
+        for hook in hooks:
+            hook.remove()
     for name, mod in list(m.named_modules()):
         if name not in sizes:
             if isinstance(mod, nn.AvgPool2d | nn.Upsample):
@@ -182,18 +185,18 @@ def mirrored_module(module: nn.Module, resolution: int) -> nn.Module:
         if isinstance(mod, nn.Conv2d):
             if mod.dilation != (1, 1) or mod.padding_mode != "zeros":
                 raise Natv2Error("TFLite export: dilated or non-zero-padded convolutions")
-            k = mod.kernel_size
-            if tuple(mod.padding) != (k[0] // 2, k[1] // 2):
+            kernel = mod.kernel_size
+            if tuple(mod.padding) != (kernel[0] // 2, kernel[1] // 2):
                 raise Natv2Error("TFLite export: a convolution without 'same' padding")
             if any(st not in (1, 2) for st in mod.stride):
                 raise Natv2Error("TFLite export: a convolution with a stride other than 1 or 2")
-            if k == (1, 1):
+            if kernel == (1, 1):
                 if mod.stride != (1, 1):
                     setattr(holder, leaf, _strided_pointwise(mod, sizes[name]))
                 continue
             with torch.no_grad():
                 mod.weight.copy_(mod.weight.flip([2, 3]))
-            pads = _same_pads(sizes[name], k, mod.stride)
+            pads = _same_pads(sizes[name], kernel, mod.stride)
             mod.padding = (0, 0)
             setattr(holder, leaf, _SameConv(mod, pads))
         elif isinstance(mod, nn.MaxPool2d):

@@ -311,7 +311,9 @@ def validate_onnx(
             threads=threads,
             size_flag=size_flag,
         )
-        accuracy = Accuracy(top1, n, dataset_name or getattr(dataset, "name", "dataset"))
+        # (not ``dataset_name or getattr(...)``: mypy would solve getattr's default as str | None)
+        label = dataset_name if dataset_name else getattr(dataset, "name", "dataset")
+        accuracy = Accuracy(top1, n, label)
     judged_ms = prof.judged_latency_ms(estimate, host.median_ms)
     verdict = prof.judge(
         Costs(

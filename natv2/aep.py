@@ -60,6 +60,8 @@ class AEPNet(nn.Module):
     kept exit. ``forward`` returns ``sum_i w_i * head_i(stage_i output)``.
     """
 
+    ensemble_weights: torch.Tensor  # a buffer (registered in __init__)
+
     def __init__(
         self,
         arch: Arch,
@@ -201,7 +203,10 @@ def subset_accuracy(
 ) -> float:
     """Top-1 of the ensemble of the exits at positions ``subset`` (weights renormalised)."""
     w = _normalised([weights[i] for i in subset])
-    out = sum(wi * exit_logits[i].float() for wi, i in zip(w, subset, strict=True))
+    terms = [wi * exit_logits[i].float() for wi, i in zip(w, subset, strict=True)]
+    out = terms[0]
+    for term in terms[1:]:
+        out = out + term
     return int((out.argmax(1) == labels).sum()) / len(labels)
 
 
@@ -209,7 +214,7 @@ def select_exits(
     exit_logits: Sequence[torch.Tensor],
     labels: torch.Tensor,
     weights: Sequence[float],
-    cost: Callable[[tuple[int, ...]], float] | None = None,
+    cost: Callable[[tuple[int, ...]], float | tuple[float, ...]] | None = None,
 ) -> tuple[tuple[int, ...], list[dict]]:
     """Positions of the exits to keep, and the subsets tried with their accuracy.
 
@@ -222,7 +227,11 @@ def select_exits(
     n = len(exit_logits)
     if n < 1:
         raise ValueError("at least one exit")
-    cost = cost or (lambda s: (len(s), sum(s)))
+
+    def fewest_shallowest(s: tuple[int, ...]) -> tuple[int, int]:
+        return len(s), sum(s)
+
+    rank: Callable[[tuple[int, ...]], float | tuple[float, ...]] = cost or fewest_shallowest
     tried: list[dict] = []
 
     def score(subset: tuple[int, ...]) -> float:
@@ -235,7 +244,7 @@ def select_exits(
         best_key = None
         for r in range(1, n + 1):
             for subset in itertools.combinations(range(n), r):
-                key = (-score(subset), cost(subset))
+                key = (-score(subset), rank(subset))
                 if best_key is None or key < best_key:
                     best, best_key = subset, key
         assert best is not None
@@ -248,7 +257,7 @@ def select_exits(
         top = max(a for a, _ in scored)
         if top < acc:
             break
-        current = min((s for a, s in scored if a == top), key=cost)
+        current = min((s for a, s in scored if a == top), key=rank)
         acc = top
     return current, tried
 

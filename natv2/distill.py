@@ -77,5 +77,9 @@ def joint_exit_loss(
     exit_logits: Sequence[torch.Tensor], labels: torch.Tensor, weighting: str
 ) -> torch.Tensor:
     """AEP joint training: the loss-weighted sum of every exit's cross-entropy."""
-    loss_w, _ = exit_weights(len(exit_logits), weighting)
-    return sum(w * F.cross_entropy(o, labels) for w, o in zip(loss_w, exit_logits, strict=True))
+    loss_w, _ = exit_weights(len(exit_logits), weighting)  # raises without exits
+    losses = [w * F.cross_entropy(o, labels) for w, o in zip(loss_w, exit_logits, strict=True)]
+    total = losses[0]
+    for loss in losses[1:]:
+        total = total + loss
+    return total

@@ -25,9 +25,9 @@ from natv2.supernet.network import OFAv2Supernet
 def _stack(images: ImageSet, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     xs, ys = [], []
     for i in range(len(images)):
-        x, y = images[i]
-        xs.append(x)
-        ys.append(y)
+        image, label = images[i]
+        xs.append(image)
+        ys.append(label)
     x = torch.stack(xs)
     y = torch.as_tensor(ys, dtype=torch.long)
     return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]

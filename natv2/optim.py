@@ -57,7 +57,7 @@ class Lookahead(Optimizer):
         return [p for group in self.base.param_groups for p in group["params"]]
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
+    def step(self, closure=None):
         loss = self.base.step(closure)
         self.fast_steps += 1
         if self.fast_steps % self.k == 0:
@@ -70,7 +70,7 @@ class Lookahead(Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         return {
             "base": self.base.state_dict(),
             "slow": {i: t.clone() for i, t in self.slow.items()},
@@ -79,7 +79,7 @@ class Lookahead(Optimizer):
             "alpha": self.alpha,
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.base.load_state_dict(state_dict["base"])
         self._link()  # the inner load replaces its param_groups list
         params = self._params()
@@ -106,16 +106,15 @@ def make_optimizer(
     params = [p for p in params if p.requires_grad]
     if lr <= 0:
         raise Natv2Error(f"the learning rate must be positive, got {lr}")
-    extra = {} if weight_decay is None else {"weight_decay": weight_decay}
     if name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=lr,
-            momentum=SGD_MOMENTUM,
-            **({"weight_decay": SGD_WEIGHT_DECAY} | extra),
-        )
+        decay = SGD_WEIGHT_DECAY if weight_decay is None else weight_decay
+        return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=decay)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, **extra)
+        if weight_decay is None:
+            return torch.optim.AdamW(params, lr=lr)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "ranger":
-        return Lookahead(torch.optim.RAdam(params, lr=lr, **extra))
+        if weight_decay is None:
+            return Lookahead(torch.optim.RAdam(params, lr=lr))
+        return Lookahead(torch.optim.RAdam(params, lr=lr, weight_decay=weight_decay))
     raise Natv2Error(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")

@@ -220,8 +220,9 @@ def _comparable_profile(doc: object) -> object:
 
 def resume_differences(old: dict, req: SearchRequest, profile: Profile) -> list[str]:
     """The options of ``req`` that differ from those the run in config.json ``old`` used."""
-    stored = old.get("request") if isinstance(old.get("request"), dict) else {}
-    stored_settings = old.get("settings") if isinstance(old.get("settings"), dict) else {}
+    request, recorded = old.get("request"), old.get("settings")
+    stored = request if isinstance(request, dict) else {}
+    stored_settings = recorded if isinstance(recorded, dict) else {}
     settings = resolved_settings(req)
     new = asdict(req)
     diffs = []

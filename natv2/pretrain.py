@@ -7,6 +7,7 @@ saved as one supernet checkpoint.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -100,20 +101,21 @@ def _pretrain(cfg, data, acc, out, resume, show_progress, log) -> dict:
             trainer.load(ckpt)
             log(f"resuming {config.name} at step {trainer.state.step}")
         t0 = time.perf_counter()
-        trainer.run(checkpoint=ckpt, on_epoch=lambda s, n=config.name: _log_epoch(log, n, s))
+        trainer.run(checkpoint=ckpt, on_epoch=functools.partial(_log_epoch, log, config.name))
         seconds = time.perf_counter() - t0
         nets[width] = net
         cache = EvalData(data, data.test, data.calibration_subset(cfg.calibration_images), acc)
         space = net.space
+        top_max = evaluate_subnet(net, space.maximal(), cache)["top1"]
+        top_min = evaluate_subnet(net, space.minimal(), cache)["top1"]
         figures = {
             "seconds": round(seconds, 1),
             "steps": trainer.state.step,
-            "maximal_test_top1": evaluate_subnet(net, space.maximal(), cache)["top1"],
-            "minimal_test_top1": evaluate_subnet(net, space.minimal(), cache)["top1"],
+            "maximal_test_top1": top_max,
+            "minimal_test_top1": top_min,
             "history": trainer.state.history,
         }
         report["widths"][f"{width:.1f}"] = figures
-        top_max, top_min = figures["maximal_test_top1"], figures["minimal_test_top1"]
         log(
             f"{config.name}: {seconds:.0f} s, test top-1 maximal {100 * top_max:.2f}%, "
             f"minimal {100 * top_min:.2f}%"

@@ -460,8 +460,8 @@ class NATv2Search:
         F_rows = F_pop[rows]
         picks = select_candidates(F_rows, s.candidates)
         cands = [self.describe(X_pop[rows[i]]) for i in picks]
-        for c, i in zip(cands, picks, strict=True):
-            c["predicted_accuracy"] = float(1.0 - F_rows[i, 0])
+        for c, pick in zip(cands, picks, strict=True):
+            c["predicted_accuracy"] = float(1.0 - F_rows[pick, 0])
         return [c for c in cands if c["feasible"]]
 
     def adaptation_pool(self) -> list[dict]:

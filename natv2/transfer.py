@@ -45,6 +45,7 @@ from natv2.data import DatasetSplits
 from natv2.errors import Natv2Error
 from natv2.evaluate import EvalData, evaluate_subnet
 from natv2.supernet.network import OFAv2Supernet
+from natv2.supernet.plain import ExitHead
 from natv2.train import ElasticChoices, Phase, Schedule, SupernetTrainer, sandwich_schedule
 
 #: the paper's warm-up learning rate (§4)
@@ -84,6 +85,7 @@ def rehead(net: OFAv2Supernet, num_classes: int, seed: int = 0) -> bool:
     try:
         torch.manual_seed(seed)
         for head in net.exits.values():
+            assert isinstance(head, ExitHead)  # the supernet's exits are plain ExitHeads
             old = head.classifier
             head.classifier = nn.Linear(old.in_features, num_classes).to(old.weight.device)
     finally:

@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from natv2.errors import Natv2Error
 
@@ -86,7 +86,7 @@ def read_float(name: str, value: object, lo: float, hi: float) -> float:
     return number
 
 
-def _is_integer(value: object) -> bool:
+def _is_integer(value: object) -> TypeGuard[numbers.Integral]:
     return isinstance(value, numbers.Integral)
 
 

@@ -25,7 +25,7 @@ from natv2.untrusted import shown
 
 __all__ = ["LatencyStats", "measure_latency", "physical_cores", "run_failure"]
 
-_NP_TYPES = {
+_NP_TYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
@@ -182,11 +182,11 @@ def measure_latency(
     if dtype is None:
         raise Natv2Error(f"{label}: unsupported input type {meta.type} for input '{meta.name}'")
     rng = np.random.default_rng(seed)
-    if np.issubdtype(dtype, np.floating):
-        x = rng.standard_normal(shape).astype(dtype)
-    else:
+    if issubclass(dtype, np.integer):
         info = np.iinfo(dtype)
         x = rng.integers(max(info.min, -128), min(info.max, 127), size=shape).astype(dtype)
+    else:  # every other type of _NP_TYPES is a floating one
+        x = rng.standard_normal(shape).astype(dtype)
     feed = {meta.name: x}
     try:
         for _ in range(warmup):

@@ -89,7 +89,7 @@ def test_every_encoding_exports_checked_and_counted(encoding, supernets, tmp_pat
         arch=arch,
         save_module=saver(net),
         encoding=encoding,
-        vector=SearchSpace(encoding).encode(arch),
+        vector=SearchSpace(encoding).encode(arch).tolist(),
         cost_config=net.config,
         latency_runs=0,
     )
@@ -153,6 +153,8 @@ def test_every_encoding_exports_checked_and_counted(encoding, supernets, tmp_pat
 class TwoExitEnsemble(nn.Module):
     """A generic multi-exit module (not natv2.aep, and no cost model of its own): a subnet plus
     an exit head re-attached after an earlier stage, logits = weighted sum of both exits."""
+
+    weights: torch.Tensor  # a buffer (registered in __init__)
 
     def __init__(self, subnet) -> None:
         super().__init__()
@@ -258,7 +260,7 @@ def test_int8_export_on_digits(supernets, digits, tmp_path):
         arch=arch,
         save_module=saver(net),
         encoding="baseline",
-        vector=space.encode(arch),
+        vector=space.encode(arch).tolist(),
         cost_config=net.config,
         profile=profile,
         dataset=digits,

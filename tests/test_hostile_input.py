@@ -16,6 +16,7 @@ import tempfile
 import textwrap
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -549,7 +550,7 @@ def test_evaluations_that_cannot_be_appended_to_are_one_line(tmp_path):
     from natv2.search import NATv2Search
 
     (tmp_path / "evaluations.jsonl").mkdir()
-    search = SimpleNamespace(
+    search: Any = SimpleNamespace(  # a stand-in for NATv2Search
         acc=SimpleNamespace(is_main=True),
         run_dir=tmp_path,
         _scores={(4, 0): {"top1": 0.5, "loss": 1.0}},
@@ -575,7 +576,7 @@ def test_a_front_plot_that_cannot_be_written_is_one_line_and_keeps_the_old_one(
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", disk_full)
     path = tmp_path / "pareto.png"
     path.write_bytes(b"the previous plot")
-    job = SimpleNamespace(
+    job: Any = SimpleNamespace(  # a stand-in for SearchJob
         objectives=("accuracy", "params"),
         objective_keys=("accuracy", "params"),
         profile=SimpleNamespace(name="p"),

@@ -24,6 +24,7 @@ from natv2.ofa_import import (  # noqa: E402
 from natv2.space import SearchSpace  # noqa: E402
 from natv2.supernet.checkpoint import load_supernets  # noqa: E402
 from natv2.supernet.config import config_for_encoding  # noqa: E402
+from natv2.supernet.elastic import running_stats  # noqa: E402
 
 N_SUBNETS = 50
 TOL = 1e-4
@@ -69,10 +70,11 @@ def _random_ofa(width: float, seed: int):
         net(torch.randn(8, 3, 64, 64, generator=g))
         for bn in bns.values():
             bn.momentum = 0.1
-            noise = torch.randn(bn.running_mean.shape, generator=g)
-            bn.running_mean.add_(0.1 * bn.running_var.sqrt() * noise)  # relative to the spread
-            bn.running_var.mul_(torch.empty(bn.running_var.shape).uniform_(0.8, 1.25, generator=g))
-            bn.num_batches_tracked.fill_(int(torch.randint(1, 10**6, (1,), generator=g)))
+            mean, var, count = running_stats(bn)
+            noise = torch.randn(mean.shape, generator=g)
+            mean.add_(0.1 * var.sqrt() * noise)  # relative to the spread
+            var.mul_(torch.empty(var.shape).uniform_(0.8, 1.25, generator=g))
+            count.fill_(int(torch.randint(1, 10**6, (1,), generator=g)))
         net.classifier.linear.weight.normal_(0.0, 0.3, generator=g)
         net.classifier.linear.bias.normal_(0.0, 0.1, generator=g)
     return net.eval()

@@ -90,7 +90,7 @@ def test_lgbm_is_a_ten_fold_ensemble_whose_prediction_is_the_mean(data):
     # the fold models differ (each missed a different tenth), and every sample has an
     # out-of-fold prediction
     assert np.ptp(per_fold, axis=0).max() > 0
-    assert pred.oof_predictions.shape == (300,)
+    assert pred.oof_predictions is not None and pred.oof_predictions.shape == (300,)
 
 
 @pytest.mark.parametrize("name", ["lgbm", "e2epp", "mlp", "rbf_ensemble", "gp"])

@@ -20,6 +20,7 @@ from natv2.distill import inplace_distillation_target, teacher_probs
 from natv2.errors import Natv2Error
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet, config_for_encoding
+from natv2.supernet.elastic import running_stats
 from natv2.train import (
     Phase,
     SupernetTrainer,
@@ -61,6 +62,7 @@ def test_scratch_is_one_sandwich_phase_with_a_from_scratch_optimizer():
     assert phase.subnets_per_batch == 4
     # AdamW at 4x the adaptation rate 2.5e-3; its decay (decoupled) is AdamW's scale, not SGD's
     assert sched.optimizer == "adamw" and phase.lr >= 1e-2 and sched.weight_decay >= 1e-3
+    assert sched.steps_per_epoch is not None
     assert 0 < phase.warmup_steps < phase.epochs * sched.steps_per_epoch
     assert sched.label_smoothing > 0 and sched.grad_clip_value is not None
     assert not sched.decay_norm_and_bias
@@ -77,7 +79,7 @@ def test_scratch_is_one_sandwich_phase_with_a_from_scratch_optimizer():
 def test_sandwich_sampler_puts_maximal_and_minimal_first_every_step():
     space = SearchSpace(ENCODING, widths=(1.0,))
     sample = sandwich_sampler(space)
-    randoms = set()
+    randoms: set[str] = set()
     for step in range(20):
         archs = sample(np.random.default_rng([0, step]), 4)
         assert len(archs) == 4
@@ -288,10 +290,12 @@ def test_eps_teacher_runs_with_batch_statistics(digits):
     x = digits.prepare_batch(xb, 48, train=False)
     arch = trainer.space.maximal()
     a = trainer._teacher_target(x, y, arch)
+    assert trainer.teacher is not None and a is not None
     for m in trainer.teacher.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.add_(5.0)
+            running_stats(m)[0].add_(5.0)
     b = trainer._teacher_target(x, y, arch)
+    assert b is not None
     assert torch.allclose(a, b, atol=1e-5)
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -333,7 +334,7 @@ def test_a_tflm_profile_constrains_the_search_on_what_tflm_needs(what, as_object
     job = SearchJob(
         load_profile(path), space, SearchSettings.preset("smoke"), objectives=objectives
     )
-    search = SimpleNamespace(job=job, config=cfg, latency_model=None)
+    search: Any = SimpleNamespace(job=job, config=cfg, latency_model=None)  # a stand-in
     search.costs_matrix = lambda V: [NATv2Search.describe(search, v) for v in V]
     records = search.costs_matrix(vectors)
     fits = [t <= budget for t in tflm]
@@ -425,13 +426,13 @@ def test_a_multi_objective_search_adapts_on_the_front_or_the_archive_best(adapt_
 
     rng = np.random.default_rng(0)
     accs, macs = rng.uniform(0.5, 0.99, 12), rng.integers(1, 99, 12)
-    archive = [
+    archive: list[dict[str, Any]] = [
         {"id": f"s{i}", "accuracy": float(accs[i]), "macs": int(macs[i]), "feasible": i != 3}
         for i in range(12)
     ]
     settings = replace(SearchSettings.preset("demo"), adapt_from=adapt_from, adapt_pool=5)
     job = SimpleNamespace(objective_keys=("accuracy", "macs"), settings=settings)
-    search = SimpleNamespace(state=SimpleNamespace(archive=archive), job=job)
+    search: Any = SimpleNamespace(state=SimpleNamespace(archive=archive), job=job)  # a stand-in
     pool = NATv2Search.adaptation_pool(search)
     fr = front(archive, ("accuracy", "macs"))
     if adapt_from == "front":

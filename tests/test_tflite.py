@@ -19,6 +19,7 @@ it is litert-torch's conversion (torch.export and decompositions, 10-20 s a subn
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import replace
@@ -35,6 +36,7 @@ from natv2.errors import Natv2Error
 from natv2.export.report import TFLITE_FILE, export_folder, summary
 from natv2.space import Arch, SearchSpace
 from natv2.supernet.config import config_for_encoding
+from natv2.supernet.elastic import conv_bias
 from natv2.supernet.materialize import save_subnet
 from natv2.supernet.plain import SqueezeExcite, Subnet
 
@@ -95,7 +97,7 @@ def _build(name: str) -> Subnet:
     return Subnet(arch, cfg)
 
 
-def _train(net: nn.Module, data, resolution: int) -> nn.Module:
+def _train(net: Subnet, data, resolution: int) -> Subnet:
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-2, total_steps=STEPS)
@@ -128,7 +130,7 @@ def exported(digits, tmp_path_factory):
             net,
             folder,
             arch=net.arch,
-            save_module=lambda f, net=net: save_subnet(net, f),
+            save_module=functools.partial(save_subnet, net),
             cost_config=net.config,
             profile=profile,
             dataset=digits,
@@ -251,7 +253,7 @@ MORE = {
 }
 
 
-def _random_bn(net: nn.Module) -> nn.Module:
+def _random_bn(net: Subnet) -> Subnet:
     return randomise_batchnorm(net, torch.Generator().manual_seed(1)).eval()
 
 
@@ -448,8 +450,8 @@ def test_a_dead_squeeze_excite_does_not_break_the_int8_file(digits, monkeypatch)
     se = next(m for m in net.modules() if isinstance(m, SqueezeExcite))
     with torch.no_grad():
         se.reduce.weight.zero_()
-        se.reduce.bias.fill_(1e-9)  # constant, nearly zero: what dead units calibrate to
-        se.expand.bias.fill_(3.0)  # the gate is then set by the expand bias alone
+        conv_bias(se.reduce).fill_(1e-9)  # constant, nearly zero: what dead units calibrate to
+        conv_bias(se.expand).fill_(3.0)  # the gate is then set by the expand bias alone
     assert _tflm_agreement(net, digits, 48) >= 0.9
     monkeypatch.setattr(tflite, "widen_degenerate_ranges", lambda qsvs: qsvs)
     assert _tflm_agreement(net, digits, 48) < 0.5
@@ -468,8 +470,8 @@ def test_a_dead_squeeze_excite_gets_no_degenerate_scale_in_the_onnx_int8_file(di
     se = next(m for m in net.modules() if isinstance(m, SqueezeExcite))
     with torch.no_grad():
         se.reduce.weight.zero_()
-        se.reduce.bias.fill_(1e-9)
-        se.expand.bias.fill_(3.0)
+        conv_bias(se.reduce).fill_(1e-9)
+        conv_bias(se.expand).fill_(3.0)
     items = [digits.test[i] for i in range(200)]
     x = digits.prepare_batch(torch.stack([a for a, _ in items]), 48, train=False)
     calib = [

@@ -157,7 +157,8 @@ def test_exit_weightings_and_ens_kd_target():
     logits = [torch.randn(4, 10) for _ in range(3)]
     target = teacher_probs(logits, "desc")
     expected = sum(
-        w * torch.softmax(o, 1) for w, o in zip([3 / 6, 2 / 6, 1 / 6], logits, strict=True)
+        (w * torch.softmax(o, 1) for w, o in zip([3 / 6, 2 / 6, 1 / 6], logits, strict=True)),
+        torch.zeros(4, 10),
     )
     assert torch.allclose(target, expected) and torch.allclose(target.sum(1), torch.ones(4))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,7 +61,9 @@ def test_warm_up_raises_the_maximal_subnets_accuracy_and_resumes(
     assert needs_transfer(meta, nets[1.0].config.num_classes, data)
     rehead(nets[1.0], data.num_classes, seed=0)
     logs: list[str] = []
-    kw = dict(epochs=2, lr=3e-3, batch_size=32, steps_per_epoch=8, calibration_images=64)
+    kw: dict[str, Any] = dict(
+        epochs=2, lr=3e-3, batch_size=32, steps_per_epoch=8, calibration_images=64
+    )
     (result,) = warm_up(
         nets,
         data,

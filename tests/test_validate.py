@@ -67,6 +67,7 @@ def _run(args: list[str], capsys) -> tuple[int, str, str]:
         main(args)
     out = capsys.readouterr()
     code = info.value.code
+    assert code is None or isinstance(code, int), code  # main exits with a status, not a message
     return (0 if code is None else code), out.out, out.err
 
 

@@ -95,12 +95,13 @@ def compare(
             f"{run_dir}: {len(X)} archive records with an accuracy; {folds}-fold "
             f"cross-validation needs at least {folds} (lower --folds or run the search longer)"
         )
-    rows = []
+    scores: list[tuple[str, dict[str, float | None]]] = []
     for name in names:
         typer.echo(f"cross-validating {name} ...", err=True)
         res = cross_validate(name, X, y, folds=folds, seed=seed, features=features, space=space)
-        rows.append({"predictor": name, **res.to_dict()})
-    rows.sort(key=lambda r: -r["spearman_rho"] if r["spearman_rho"] is not None else np.inf)
+        scores.append((name, res.to_dict()))
+    scores.sort(key=lambda score: _best_rho_first(score[1]))
+    rows = [{"predictor": name, **metrics} for name, metrics in scores]
     if as_json:
         emit_json(
             {
@@ -121,12 +122,18 @@ def compare(
         f"{folds}-fold cross-validation, sorted by Spearman rho"
     )
     typer.echo(f"{'predictor':<16}{'rho':>8}{'tau':>8}{'rmse':>9}{'fit s':>9}")
-    for r in rows:
+    for name, m in scores:
         typer.echo(
-            f"{r['predictor']:<16}{_fmt(r['spearman_rho'], 3):>8}{_fmt(r['kendall_tau'], 3):>8}"
-            f"{_fmt(r['rmse'], 4):>9}{_fmt(r['fit_seconds'], 3):>9}"
+            f"{name:<16}{_fmt(m['spearman_rho'], 3):>8}{_fmt(m['kendall_tau'], 3):>8}"
+            f"{_fmt(m['rmse'], 4):>9}{_fmt(m['fit_seconds'], 3):>9}"
         )
     typer.echo("fit s: mean seconds of one fold's fit (for lgbm: its whole ten-model ensemble)")
+
+
+def _best_rho_first(metrics: dict[str, float | None]) -> float:
+    """Sort key: highest Spearman rho first, predictors without one (constant data) last."""
+    rho = metrics["spearman_rho"]
+    return -rho if rho is not None else np.inf
 
 
 def _fmt(value: float | None, digits: int) -> str:

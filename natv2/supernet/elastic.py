@@ -22,10 +22,11 @@ def sliced_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     if c == bn.num_features:
         return bn(x)
     momentum = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats:
-        bn.num_batches_tracked.add_(1)
+    tracked = bn.num_batches_tracked  # None only without track_running_stats
+    if bn.training and bn.track_running_stats and tracked is not None:
+        tracked.add_(1)
         if bn.momentum is None:
-            momentum = 1.0 / float(bn.num_batches_tracked)
+            momentum = 1.0 / float(tracked)
     use_batch_stats = bn.training or bn.running_mean is None
     return F.batch_norm(
         x,
@@ -37,6 +38,21 @@ def sliced_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
         momentum,
         bn.eps,
     )
+
+
+def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of a convolution built with ``bias=True`` (torch types it as optional)."""
+    bias = conv.bias
+    assert bias is not None, "convolution without bias"
+    return bias
+
+
+def running_stats(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Running mean, running variance and batch count (torch types them as optional: they are
+    None only without ``track_running_stats``, which no natv2 BatchNorm is built with)."""
+    mean, var, count = bn.running_mean, bn.running_var, bn.num_batches_tracked
+    assert mean is not None and var is not None and count is not None, "no running statistics"
+    return mean, var, count
 
 
 def transform_name(src: int, dst: int) -> str:
@@ -91,8 +107,8 @@ class ElasticSE(nn.Module):
     def forward(self, x: torch.Tensor, mid: int) -> torch.Tensor:
         c = x.shape[1]
         y = x.mean((2, 3), keepdim=True)
-        y = F.relu(F.conv2d(y, self.reduce.weight[:mid, :c], self.reduce.bias[:mid]))
-        y = F.conv2d(y, self.expand.weight[:c, :mid], self.expand.bias[:c])
+        y = F.relu(F.conv2d(y, self.reduce.weight[:mid, :c], conv_bias(self.reduce)[:mid]))
+        y = F.conv2d(y, self.expand.weight[:c, :mid], conv_bias(self.expand)[:c])
         return x * F.hardsigmoid(y)
 
 
@@ -141,17 +157,18 @@ class ElasticIRB(nn.Module):
             hidden = torch.argsort(self.se.expand.weight.abs().sum(dim=(0, 2, 3)), descending=True)
             _permute(self.se.expand.weight, 1, hidden, optimizer)
             _permute(self.se.reduce.weight, 0, hidden, optimizer)
-            _permute(self.se.reduce.bias, 0, hidden, optimizer)
+            _permute(conv_bias(self.se.reduce), 0, hidden, optimizer)
         order = torch.argsort(self.project_conv.weight.abs().sum(dim=(0, 2, 3)), descending=True)
         _permute(self.expand_conv.weight, 0, order, optimizer)
         for bn in (self.expand_bn, self.depthwise_bn):
-            for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+            mean, var, _ = running_stats(bn)
+            for t in (bn.weight, bn.bias, mean, var):
                 _permute(t, 0, order, optimizer)
         _permute(self.depthwise.weight, 0, order, optimizer)
         if self.se is not None:
             _permute(self.se.reduce.weight, 1, order, optimizer)
             _permute(self.se.expand.weight, 0, order, optimizer)
-            _permute(self.se.expand.bias, 0, order, optimizer)
+            _permute(conv_bias(self.se.expand), 0, order, optimizer)
         _permute(self.project_conv.weight, 1, order, optimizer)
 
 

@@ -14,14 +14,15 @@ from torch import nn
 
 from natv2.atomic import atomic_torch_save, atomic_write_bytes
 from natv2.errors import Natv2Error
-from natv2.space import Arch
+from natv2.space import Arch, Block
 from natv2.supernet.config import SupernetConfig
-from natv2.supernet.elastic import ElasticIRB
+from natv2.supernet.elastic import ElasticIRB, conv_bias, running_stats
 from natv2.supernet.network import ElasticLevel, OFAv2Supernet
 from natv2.supernet.plain import (
     ConvBNAct,
     InvertedResidual,
     ParallelLevel,
+    Stage,
     Subnet,
     TransformBranch,
 )
@@ -30,44 +31,64 @@ from natv2.untrusted import load_torch, read_json, require_finite, shown
 SUBNET_FORMAT = "natv2-subnet/1"
 
 
+def _conv_bn(unit: nn.Sequential) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """The convolution and BatchNorm that open a ``ConvBNAct``."""
+    conv, bn = unit[0], unit[1]
+    assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+    return conv, bn
+
+
 def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d) -> None:
     c = dst.num_features
     dst.weight.copy_(src.weight[:c])
     dst.bias.copy_(src.bias[:c])
-    dst.running_mean.copy_(src.running_mean[:c])
-    dst.running_var.copy_(src.running_var[:c])
-    dst.num_batches_tracked.copy_(src.num_batches_tracked)
+    dst_mean, dst_var, dst_count = running_stats(dst)
+    src_mean, src_var, src_count = running_stats(src)
+    dst_mean.copy_(src_mean[:c])
+    dst_var.copy_(src_var[:c])
+    dst_count.copy_(src_count)
     dst.eps, dst.momentum = src.eps, src.momentum
 
 
 def _copy_irb(dst: InvertedResidual, src: ElasticIRB, kernel: int) -> None:
-    mid = dst.expand[0].out_channels
-    dst.expand[0].weight.copy_(src.expand_conv.weight[:mid])
-    _copy_bn(dst.expand[1], src.expand_bn)
-    dst.depthwise[0].weight.copy_(src.depthwise.active_weight(mid, kernel))
-    _copy_bn(dst.depthwise[1], src.depthwise_bn)
+    expand_conv, expand_bn = _conv_bn(dst.expand)
+    mid = expand_conv.out_channels
+    expand_conv.weight.copy_(src.expand_conv.weight[:mid])
+    _copy_bn(expand_bn, src.expand_bn)
+    depthwise_conv, depthwise_bn = _conv_bn(dst.depthwise)
+    depthwise_conv.weight.copy_(src.depthwise.active_weight(mid, kernel))
+    _copy_bn(depthwise_bn, src.depthwise_bn)
     if dst.se is not None:
+        src_se = src.se
+        assert src_se is not None, "a plain IRB with SE comes from an elastic IRB with SE"
         se_mid = dst.se.reduce.out_channels
-        dst.se.reduce.weight.copy_(src.se.reduce.weight[:se_mid, :mid])
-        dst.se.reduce.bias.copy_(src.se.reduce.bias[:se_mid])
-        dst.se.expand.weight.copy_(src.se.expand.weight[:mid, :se_mid])
-        dst.se.expand.bias.copy_(src.se.expand.bias[:mid])
-    dst.project[0].weight.copy_(src.project_conv.weight[:, :mid])
-    _copy_bn(dst.project[1], src.project_bn)
+        dst.se.reduce.weight.copy_(src_se.reduce.weight[:se_mid, :mid])
+        conv_bias(dst.se.reduce).copy_(conv_bias(src_se.reduce)[:se_mid])
+        dst.se.expand.weight.copy_(src_se.expand.weight[:mid, :se_mid])
+        conv_bias(dst.se.expand).copy_(conv_bias(src_se.expand)[:mid])
+    project_conv, project_bn = _conv_bn(dst.project)
+    project_conv.weight.copy_(src.project_conv.weight[:, :mid])
+    _copy_bn(project_bn, src.project_bn)
 
 
-def _copy_level(dst: nn.Module, src: ElasticLevel, arch_block) -> None:
+def _copy_level(dst: nn.Module, src: ElasticLevel, arch_block: Block) -> None:
     branches = list(dst.branches) if isinstance(dst, ParallelLevel) else [dst]
     for branch in branches:
         if isinstance(branch, InvertedResidual):
             _copy_irb(branch, src.irb, arch_block.kernel)
         elif isinstance(branch, TransformBranch):
+            transform = src.transform
+            assert transform is not None, "only parallel supernets have this branch"
             if branch.conv is not None:
-                branch.conv.weight.copy_(src.transform["conv"].weight)
-            _copy_bn(branch.bn, src.transform["bn"])
+                assert transform.conv is not None, "both convolve exactly when channels change"
+                branch.conv.weight.copy_(transform.conv.weight)
+            _copy_bn(branch.bn, transform.bn)
         elif isinstance(branch, ConvBNAct):
-            branch[0].weight.copy_(src.pointwise["conv"].weight)
-            _copy_bn(branch[1], src.pointwise["bn"])
+            pointwise = src.pointwise
+            assert pointwise is not None, "only parallel supernets have this branch"
+            conv, bn = _conv_bn(branch)
+            conv.weight.copy_(pointwise.conv.weight)
+            _copy_bn(bn, pointwise.bn)
         else:  # pragma: no cover - plain.make_level builds only the three kinds
             raise TypeError(f"unexpected branch {type(branch).__name__}")
 
@@ -80,8 +101,9 @@ def materialize(supernet: OFAv2Supernet, arch: Arch) -> Subnet:
     net.stem.load_state_dict(supernet.stem.state_dict())
     net.first_block.load_state_dict(supernet.first_block.state_dict())
     for s, stage in enumerate(net.stages):
+        assert isinstance(stage, Stage)  # plain.make_stages builds only these
         for i, (dst, block) in enumerate(zip(stage.blocks, arch.active_blocks(s), strict=True)):
-            _copy_level(dst, supernet.stages[s][i], block)
+            _copy_level(dst, supernet.level(s, i), block)
     net.head.load_state_dict(supernet.exits[str(arch.exit)].state_dict())
     net.train(supernet.training)
     return net.to(next(supernet.parameters()).device)

@@ -30,6 +30,25 @@ from natv2.supernet.plain import (
 )
 
 
+class PointwiseWeights(nn.Module):
+    """A parallel level's pointwise branch: strided 1x1 conv, then BN (keys ``conv.*, bn.*``)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, stride, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+
+class TransformWeights(nn.Module):
+    """A parallel level's transformation branch: BN and, only when the channels change, a 1x1
+    conv (registered in this order: ``bn.*`` before ``conv.*`` in state dicts and parameters)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(cout)
+        self.conv = nn.Conv2d(cin, cout, 1, bias=False) if cin != cout else None
+
+
 class ElasticLevel(nn.Module):
     """One level: the elastic IRB and, in parallel supernets, the pointwise and transform branch."""
 
@@ -47,19 +66,11 @@ class ElasticLevel(nn.Module):
             config.se_channels,
             config.max_expand,
         )
-        self.pointwise: nn.Module | None = None
-        self.transform: nn.Module | None = None
+        self.pointwise: PointwiseWeights | None = None
+        self.transform: TransformWeights | None = None
         if config.parallel:
-            self.pointwise = nn.ModuleDict(
-                {
-                    "conv": nn.Conv2d(cin, cout, 1, stride, bias=False),
-                    "bn": nn.BatchNorm2d(cout),
-                }
-            )
-            self.transform = nn.ModuleDict(
-                {"bn": nn.BatchNorm2d(cout)}
-                | ({"conv": nn.Conv2d(cin, cout, 1, bias=False)} if cin != cout else {})
-            )
+            self.pointwise = PointwiseWeights(cin, cout, stride)
+            self.transform = TransformWeights(cin, cout)
         self.stride = stride
         self.act = make_act(act)
 
@@ -69,13 +80,15 @@ class ElasticLevel(nn.Module):
             outs.append(self.irb(x, block.expand, block.kernel))
         if block.has_pointwise:
             pw = self.pointwise
-            outs.append(self.act(sliced_batch_norm(pw["bn"], pw["conv"](x))))
+            assert pw is not None, "only parallel supernets have this branch (set_active checks)"
+            outs.append(self.act(sliced_batch_norm(pw.bn, pw.conv(x))))
         if block.has_transform:
             tr = self.transform
+            assert tr is not None, "only parallel supernets have this branch (set_active checks)"
             h = nn.functional.max_pool2d(x, 3, self.stride, 1) if self.stride > 1 else x
-            if "conv" in tr:
-                h = tr["conv"](h)
-            outs.append(self.act(sliced_batch_norm(tr["bn"], h)))
+            if tr.conv is not None:
+                h = tr.conv(h)
+            outs.append(self.act(sliced_batch_norm(tr.bn, h)))
         out = outs[0]
         for o in outs[1:]:
             out = out + o
@@ -111,6 +124,7 @@ class OFAv2Supernet(nn.Module):
 
     def _stage_output(self, stage: int, x: torch.Tensor, arch: Arch) -> torch.Tensor:
         levels = self.stages[stage]
+        assert isinstance(levels, nn.ModuleList)  # built so in __init__
         blocks = arch.active_blocks(stage)
         runners = [(lambda h, lvl=levels[i], b=b: lvl(h, b)) for i, b in enumerate(blocks)]
         return dense_stage_forward(runners, x, self.config.dense_skips)
@@ -145,10 +159,18 @@ class OFAv2Supernet(nn.Module):
         for irb in self.irbs():
             irb.reorder_channels(optimizer)
 
+    def level(self, stage: int, index: int) -> ElasticLevel:
+        """Level ``index`` (0-based) of stage ``stage`` (0-based)."""
+        levels = self.stages[stage]
+        assert isinstance(levels, nn.ModuleList)  # built so in __init__
+        level = levels[index]
+        assert isinstance(level, ElasticLevel)
+        return level
+
     def irbs(self) -> Iterable[ElasticIRB]:
-        for stage in self.stages:
-            for level in stage:
-                yield level.irb
+        for s in range(len(self.stages)):
+            for i in range(LEVELS_PER_STAGE):
+                yield self.level(s, i).irb
 
 
 def build_supernet(config: SupernetConfig, seed: int = 0) -> OFAv2Supernet:

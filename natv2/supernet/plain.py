@@ -10,7 +10,7 @@ parallel branches run IRB, then pointwise, then transformation, and are summed l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -116,7 +116,9 @@ class ParallelLevel(nn.Module):
         return out
 
 
-def dense_stage_forward(blocks: Sequence[nn.Module], x: torch.Tensor, dense: bool) -> torch.Tensor:
+def dense_stage_forward(
+    blocks: Sequence[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, dense: bool
+) -> torch.Tensor:
     """Run a stage's active blocks; with dense skips, the rule of docs/reference.md, "Dense skips".
 
     Block k >= 4 takes o(k-1) + o1 + ... + o(k-3); the stage output after D blocks is o2 for
