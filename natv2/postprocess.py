@@ -65,6 +65,7 @@ from natv2.distill import WEIGHTINGS
 from natv2.errors import Natv2Error
 from natv2.evaluate import EvalData, recalibrate_bn, top1_and_loss
 from natv2.optim import OPTIMIZERS, make_optimizer
+from natv2.schedules import cosine_lr
 from natv2.supernet.materialize import SUBNET_FORMAT, load_subnet, save_subnet
 from natv2.supernet.network import OFAv2Supernet
 from natv2.supernet.plain import Subnet
@@ -183,13 +184,6 @@ def _loss(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             for w, o in zip(module.loss_weights, outs, strict=True)
         )
     return F.cross_entropy(module(x).float(), y)
-
-
-def cosine_lr(base_lr: float, epoch: int, schedule_epochs: int) -> float:
-    """Learning rate of (0-based) ``epoch`` under cosine annealing over ``schedule_epochs``."""
-    if schedule_epochs <= 0:
-        return base_lr
-    return 0.5 * base_lr * (1 + math.cos(math.pi * epoch / schedule_epochs))
 
 
 def _train_one_epoch(
@@ -742,7 +736,6 @@ __all__ = [
     "PRESETS",
     "PostprocessResult",
     "PostprocessSettings",
-    "cosine_lr",
     "default_method",
     "fit",
     "load_postprocessed",
