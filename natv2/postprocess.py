@@ -646,6 +646,7 @@ def postprocess_run(
     preset: str = DEFAULT_PRESET,
     acc: Accelerator | None = None,
     data: DatasetSplits | None = None,
+    data_dir: str | Path | None = None,
     out: str | Path | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
@@ -654,29 +655,28 @@ def postprocess_run(
 ) -> tuple[PostprocessResult, Path]:
     """Post-process subnet ``subnet_id`` of a search run and save it to
     ``RUN_DIR/postprocessed/ID`` (or ``out``). ``overrides``: any
-    :class:`PostprocessSettings` field (None keeps the preset's value)."""
+    :class:`PostprocessSettings` field (None keeps the preset's value).
+
+    ``data``: the run's dataset, already loaded; otherwise it is loaded as the run recorded
+    it, from ``data_dir`` when given (:func:`natv2.rundir.run_dataset`)."""
     from natv2 import rundir
     from natv2.space import SearchSpace
     from natv2.supernet.checkpoint import load_supernets
     from natv2.supernet.materialize import materialize
     from natv2.supernet.network import check_runnable
 
-    run_dir = Path(run_dir)
-    config = rundir.load_config(run_dir)
-    record = rundir.find_subnet(run_dir, subnet_id)
-    encoding = record.get("encoding") or config.get("encoding")
-    if not encoding or "vector" not in record:
-        raise Natv2Error(f"{run_dir}: the record of {subnet_id} has no encoding or vector")
-    arch = SearchSpace(encoding).decode(record["vector"])
+    found = rundir.run_subnet(run_dir, subnet_id)
+    run_dir, config, record, encoding = found.run_dir, found.config, found.record, found.encoding
+    arch = SearchSpace(encoding).decode(found.vector)
     if arch.id != subnet_id:
         raise Natv2Error(
             f"{run_dir}: the record {subnet_id} decodes to {arch.id}; the run directory is "
             "inconsistent (rerun the search with --resume)"
         )
-    nets, _ = load_supernets(run_dir / rundir.SUPERNET)
+    nets, _ = load_supernets(found.supernet_path)
     if arch.width not in nets:
         raise Natv2Error(
-            f"{run_dir / rundir.SUPERNET} has no supernet of width {arch.width:g} for {subnet_id}"
+            f"{found.supernet_path} has no supernet of width {arch.width:g} for {subnet_id}"
         )
     supernet = nets[arch.width].eval()
     check_runnable(supernet, arch)
@@ -693,7 +693,7 @@ def postprocess_run(
     check_out_folder(folder, "a post-processed model folder", MODEL_FILES, flag)
     with output_folder(folder, "choose another --out"):
         if data is None:
-            data = _run_dataset(run_dir, config)
+            data = _run_dataset(run_dir, config, data_dir)
         if acc is None:
             from natv2.accelerator import resolve_accelerator
 
@@ -720,15 +720,15 @@ def postprocess_run(
     return res, folder
 
 
-def _run_dataset(run_dir: Path, config: dict) -> DatasetSplits:
+def _run_dataset(run_dir: Path, config: dict, data_dir: str | Path | None) -> DatasetSplits:
     """The dataset a search run used, as its configuration records it."""
     from natv2.data import load_dataset
+    from natv2.rundir import run_dataset
 
-    request = config.get("request") if isinstance(config.get("request"), dict) else {}
-    name = config.get("dataset") or request.get("dataset")
-    if not name:
+    which = run_dataset(config, data_dir=data_dir)
+    if not which.name:
         raise Natv2Error(f"{run_dir}: the run configuration names no dataset")
-    return load_dataset(name, data_dir=request.get("data_dir") or config.get("data_dir"))
+    return load_dataset(which.name, data_dir=which.data_dir)
 
 
 __all__ = [
