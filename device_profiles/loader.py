@@ -236,9 +236,11 @@ def _check_range(name: str, value: Any, kind: str) -> None:
             _check_range(name, item, "str")
 
 
-def _parse(text: str, src: str) -> Profile:
+def _read_toml(text: str, src: str) -> dict[str, Any]:
+    """The TOML document; a syntax error, an over-long integer or hostile nesting is one line
+    naming the file, never a traceback."""
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise Natv2Error(f"{src}: invalid TOML: {exc}; fix the syntax at that line") from None
     except RecursionError:
@@ -246,15 +248,18 @@ def _parse(text: str, src: str) -> Profile:
             f"{src}: TOML nested too deeply to be a device profile; see `natv2 profiles show "
             "microcontroller-profile` for the schema"
         ) from None
-    _check_schema(doc, src)
+
+
+def _check_identity(doc: dict[str, Any], src: str) -> None:
+    """A profile is chosen and shown by its name and description: both must say something."""
     for key in ("name", "description"):
         if not doc.get(key, "").strip():
             raise Natv2Error(f"{src}: '{key}' is required (a non-empty string)")
-    hw: dict[str, Any] = doc.get("hardware", {})
-    task: dict[str, Any] = doc.get("task", {})
-    given: dict[str, Any] = doc.get("budgets", {})
 
-    # ---- hardware
+
+def _hardware_modes(hw: dict[str, Any], src: str) -> tuple[str, str, str]:
+    """The number format, the runtime and the latency model: ``(dtype, runtime, latency)``, each
+    one of the values the rest of natv2 knows how to judge."""
     if "dtype" not in hw:
         raise Natv2Error(f"{src}: 'hardware.dtype' is required; allowed: {', '.join(DTYPES)}")
     if hw["dtype"] not in DTYPES:
@@ -274,6 +279,12 @@ def _parse(text: str, src: str) -> Profile:
             f"{src}: 'hardware.latency' = {latency!r} is not allowed; use 'estimate' "
             "(MACs / macs_per_second) or 'measure' (onnxruntime on this host)"
         )
+    return hw["dtype"], engine, latency
+
+
+def _hardware_figures(hw: dict[str, Any], latency: str, src: str) -> float:
+    """Sizes and rates positive, runtime footprints not negative, the safety margin a fraction
+    and the MAC/s an estimated latency needs present. Returns the safety margin."""
     for key in ("sram_bytes", "flash_bytes", "clock_hz", "macs_per_second"):
         if key in hw and hw[key] <= 0:
             raise Natv2Error(f"{src}: 'hardware.{key}' must be > 0, got {hw[key]}")
@@ -291,6 +302,12 @@ def _parse(text: str, src: str) -> Profile:
             f"{src}: 'hardware.latency' = 'estimate' needs 'hardware.macs_per_second' (the "
             "runtime's effective MAC/s); add it, or set latency = 'measure'"
         )
+    return margin
+
+
+def _check_runtime_memory(hw: dict[str, Any], src: str) -> None:
+    """A runtime footprint needs the memory it sits in, and must leave some of it: otherwise
+    the derived memory budget would be meaningless or <= 0."""
     for mem in ("sram", "flash"):
         runtime = hw.get(f"runtime_{mem}_bytes", 0)
         total = hw.get(f"{mem}_bytes")
@@ -309,7 +326,9 @@ def _parse(text: str, src: str) -> Profile:
                 "Fix the runtime figure or the memory size"
             )
 
-    # ---- task
+
+def _objectives(task: dict[str, Any], src: str) -> list[str]:
+    """The search's objectives: known ones, accuracy first, each once."""
     objectives = task.get("objectives", ["accuracy"])
     bad = [o for o in objectives if o not in OBJECTIVES]
     if bad:
@@ -322,6 +341,11 @@ def _parse(text: str, src: str) -> Profile:
             f"{src}: 'task.objectives' = {objectives} must start with 'accuracy' and name each "
             'objective once, e.g. ["accuracy", "macs"]'
         )
+    return objectives
+
+
+def _resolutions(task: dict[str, Any], src: str) -> list[int]:
+    """Input resolutions the supernet has, at least one, each once (default: all)."""
     resolutions = task.get("resolutions", list(RESOLUTIONS))
     bad_res = [r for r in resolutions if r not in RESOLUTIONS]
     if bad_res or not resolutions or len(set(resolutions)) != len(resolutions):
@@ -329,11 +353,19 @@ def _parse(text: str, src: str) -> Profile:
             f"{src}: 'task.resolutions' = {resolutions} must be a non-empty list of distinct "
             f"values from {list(RESOLUTIONS)} (the supernet's input resolutions)"
         )
+    return resolutions
+
+
+def _target_latency(task: dict[str, Any], src: str) -> float | int | None:
+    """The task's target latency (ms), positive, or None when the profile sets none."""
     target = task.get("target_latency_ms")
     if target is not None and target <= 0:
         raise Natv2Error(f"{src}: 'task.target_latency_ms' must be > 0, got {target}")
+    return target
 
-    # ---- budgets
+
+def _check_given_budgets(given: dict[str, Any], hw: dict[str, Any], src: str) -> None:
+    """Budgets written in [budgets]: positive, and a memory budget within the memory."""
     for key, value in given.items():
         if value <= 0:
             raise Natv2Error(
@@ -346,6 +378,18 @@ def _parse(text: str, src: str) -> Profile:
                 f"{src}: 'budgets.{key}' ({format_figure(given[key])}) exceeds 'hardware.{mem}' "
                 f"({hw[mem]}); lower the budget or fix the memory size"
             )
+
+
+def _derived_budgets(
+    hw: dict[str, Any],
+    given: dict[str, Any],
+    margin: float,
+    target: float | int | None,
+    src: str,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The budgets [budgets] leaves out, derived from [hardware] and the target latency (the
+    module docstring's formulas, in exact decimals), and the formula of each, filled in.
+    A derived budget <= 0 is an error: it would make every subnet infeasible."""
     budgets: dict[str, float] = {}
     derived: dict[str, str] = {}
     for mem, key in (("flash", "max_flash_bytes"), ("sram", "max_peak_sram_bytes")):
@@ -373,14 +417,36 @@ def _parse(text: str, src: str) -> Profile:
                 f"{src}: derived budget {key} = {format_figure(budgets[key])} is <= 0 "
                 f"(from {value}); raise the inputs or write budgets.{key} explicitly"
             )
-    budgets.update(given)
+    return budgets, derived
+
+
+def _parse(text: str, src: str) -> Profile:
+    """A validated Profile from a profile's TOML text (``src`` names the file in errors). The
+    checks run in one fixed order (schema, name, hardware, task, budgets), so a file with
+    several problems always reports the same one first."""
+    doc = _read_toml(text, src)
+    _check_schema(doc, src)
+    _check_identity(doc, src)
+    hw: dict[str, Any] = doc.get("hardware", {})
+    task: dict[str, Any] = doc.get("task", {})
+    given: dict[str, Any] = doc.get("budgets", {})
+
+    dtype, engine, latency = _hardware_modes(hw, src)
+    margin = _hardware_figures(hw, latency, src)
+    _check_runtime_memory(hw, src)
+    objectives = _objectives(task, src)
+    resolutions = _resolutions(task, src)
+    target = _target_latency(task, src)
+    _check_given_budgets(given, hw, src)
+    budgets, derived = _derived_budgets(hw, given, margin, target, src)
+    budgets.update(given)  # explicit values win
     ordered = {k: budgets[k] for k in BUDGET_KEYS if k in budgets}
 
     return Profile(
         name=doc["name"],
         description=doc["description"].strip(),
         source=src,
-        dtype=hw["dtype"],
+        dtype=dtype,
         latency=latency,
         runtime=engine,
         processor=hw.get("processor"),

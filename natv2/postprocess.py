@@ -65,6 +65,7 @@ from natv2.distill import WEIGHTINGS
 from natv2.errors import Natv2Error
 from natv2.evaluate import EvalData, recalibrate_bn, top1_and_loss
 from natv2.optim import OPTIMIZERS, make_optimizer
+from natv2.schedules import cosine_lr
 from natv2.supernet.materialize import SUBNET_FORMAT, load_subnet, save_subnet
 from natv2.supernet.network import OFAv2Supernet
 from natv2.supernet.plain import Subnet
@@ -183,13 +184,6 @@ def _loss(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             for w, o in zip(module.loss_weights, outs, strict=True)
         )
     return F.cross_entropy(module(x).float(), y)
-
-
-def cosine_lr(base_lr: float, epoch: int, schedule_epochs: int) -> float:
-    """Learning rate of (0-based) ``epoch`` under cosine annealing over ``schedule_epochs``."""
-    if schedule_epochs <= 0:
-        return base_lr
-    return 0.5 * base_lr * (1 + math.cos(math.pi * epoch / schedule_epochs))
 
 
 def _train_one_epoch(
@@ -391,31 +385,49 @@ def prune_exits(
     return tuple(net.exits[i] for i in keep), table
 
 
-def postprocess_subnet(
-    subnet: Subnet,
-    data: DatasetSplits,
-    settings: PostprocessSettings,
-    acc: Accelerator,
-    *,
-    supernet: OFAv2Supernet | None = None,
-    calibrated: bool = False,
-    on_epoch: EpochCallback | None = None,
-    progress: bool = False,
-    log: Callable[[str], None] = lambda _m: None,
-) -> PostprocessResult:
-    """Post-process a materialised subnet (left untouched; the work is done on copies).
+@dataclass(frozen=True)
+class _Baseline:
+    """The subnet as the search evaluated it: what post-processing starts from and what the
+    result's ``before`` reports."""
 
-    ``supernet``: the exit supernet the AEP heads come from (``method == "aep"``).
-    ``calibrated``: the subnet's BatchNorm already holds statistics recalibrated on training
-    data; otherwise they are recalibrated here on ``settings.calibration_images`` images.
-    ``on_epoch(phase, record)`` is called after every epoch (and for phase 1's epoch 0).
-    """
-    t0 = time.perf_counter()
-    arch = subnet.arch
-    resolution = arch.resolution
+    module: nn.Module  # a recalibrated copy on the accelerator, in eval mode
+    costs: dict[str, Any]  # module_costs
+    test_accuracy: float
+    val_accuracy: float
+    val_loss: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.costs,
+            "test_accuracy": self.test_accuracy,
+            "val_accuracy": self.val_accuracy,
+            "val_loss": self.val_loss,
+        }
+
+
+def _evaluation_sets(
+    data: DatasetSplits, settings: PostprocessSettings, acc: Accelerator
+) -> tuple[EvalData, EvalData]:
+    """Validation and test batches, both recalibrating on the same fixed training images, so
+    every model here is measured the way the search measured the subnet."""
     calib = data.calibration_subset(settings.calibration_images)
     val = EvalData(data, data.val, calib, acc, settings.eval_batch)
     test = EvalData(data, data.test, calib, acc, settings.eval_batch)
+    return val, test
+
+
+def _baseline(
+    subnet: Subnet,
+    val: EvalData,
+    test: EvalData,
+    acc: Accelerator,
+    calibrated: bool,
+    log: Callable[[str], None],
+) -> _Baseline:
+    """A copy of the subnet with BatchNorm recalibrated (unless it already is), measured before
+    any training: the "before" of the result and the weights both methods start from."""
+    arch = subnet.arch
+    resolution = arch.resolution
     base = copy.deepcopy(subnet).to(acc.device)
     if not calibrated:
         recalibrate_bn(base, val.batches("calib", resolution))
@@ -427,19 +439,43 @@ def postprocess_subnet(
         f"{arch.id}: test top-1 {test_before:.2%}, val top-1 {val_before:.2%} before "
         f"post-processing ({before['params']:,} params, {before['macs']:,} MACs)"
     )
+    return _Baseline(base, before, test_before, val_before, val_loss_before)
 
+
+def _starting_model(
+    subnet: Subnet,
+    base: nn.Module,
+    settings: PostprocessSettings,
+    supernet: OFAv2Supernet | None,
+    val: EvalData,
+) -> nn.Module:
+    """What both phases train from: the recalibrated subnet, or for AEP that subnet with the
+    supernet's exits 1..X re-attached (in eval mode)."""
+    arch = subnet.arch
     if settings.method == "aep":
         check_aep_applicable(subnet.config, arch)
         start: nn.Module = build_aep(base, supernet, settings.weighting)
         # The re-attached heads' BatchNorm statistics come from the supernet: recalibrate the
         # whole model (the backbone gets the same statistics again, the heads their own).
-        recalibrate_bn(start, val.batches("calib", resolution))
+        recalibrate_bn(start, val.batches("calib", arch.resolution))
     else:
         start = base
     start.eval()
-    start_state = copy.deepcopy(start.state_dict())
+    return start
 
-    # ---- phase 1: train, choose e on validation
+
+def _phase1(
+    start: nn.Module,
+    data: DatasetSplits,
+    settings: PostprocessSettings,
+    acc: Accelerator,
+    val: EvalData,
+    on_epoch: EpochCallback | None,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Phase 1 on a copy of ``start``: train, and choose e, the epoch of the lowest validation
+    loss (early stopping after ``patience`` epochs). Returns the copy and ``fit``'s result."""
     log(
         f"phase 1: {settings.method} with {settings.optimizer} lr {settings.lr:g} on "
         f"{len(data.train)} train images, up to {settings.max_epochs} epochs, "
@@ -465,31 +501,60 @@ def postprocess_subnet(
         f"phase 1: best epoch e = {e} (val loss {best_rec['val_loss']:.4f}, val top-1 "
         f"{best_rec['val_accuracy']:.2%}), {p1['epochs_run']} epochs run"
     )
+    return phase1_net, p1
 
-    # ---- AEP: prune on the best phase-1 weights
-    exits_doc: dict[str, Any] | None = None
-    template = start
-    if isinstance(start, AEPNet):
-        phase1_net.load_state_dict(p1["best_state"])
-        candidates = list(start.exits)
-        if settings.prune and len(candidates) > 1:
-            keep, table = prune_exits(phase1_net, val.batches("eval", resolution), acc)
-        else:
-            keep, table = tuple(candidates), []
-        template = pruned(start, keep) if keep != start.exits else start
-        exits_doc = {
-            "candidates": candidates,
-            "kept": list(keep),
-            "pruned": [c for c in candidates if c not in keep],
-            "weighting": settings.weighting,
-            "loss_weights": list(template.loss_weights),
-            "ensemble_weights": template.ensemble_weights.tolist(),
-            "ensemble": "weighted sum of the kept exits' logits",
-            "subsets": table,
-        }
-        log(f"AEP exits: kept {list(keep)} of {candidates}")
 
-    # ---- phase 2: a fresh copy of the starting weights on train + val for exactly e epochs
+def _prune_after_phase1(
+    start: nn.Module,
+    phase1_net: nn.Module,
+    p1: dict[str, Any],
+    settings: PostprocessSettings,
+    val: EvalData,
+    acc: Accelerator,
+    log: Callable[[str], None],
+) -> tuple[nn.Module, dict[str, Any] | None]:
+    """AEP only: the exits to keep, judged on the best phase-1 weights, and the result's
+    ``exits`` section. Returns the model phase 2 trains (``start`` itself when nothing is
+    pruned or the method is not AEP) and that section (None without AEP)."""
+    if not isinstance(start, AEPNet):
+        return start, None
+    phase1_net.load_state_dict(p1["best_state"])
+    candidates = list(start.exits)
+    if settings.prune and len(candidates) > 1:
+        batches = val.batches("eval", start.arch.resolution)
+        keep, table = prune_exits(phase1_net, batches, acc)
+    else:
+        keep, table = tuple(candidates), []
+    template = pruned(start, keep) if keep != start.exits else start
+    exits_doc = {
+        "candidates": candidates,
+        "kept": list(keep),
+        "pruned": [c for c in candidates if c not in keep],
+        "weighting": settings.weighting,
+        "loss_weights": list(template.loss_weights),
+        "ensemble_weights": template.ensemble_weights.tolist(),
+        "ensemble": "weighted sum of the kept exits' logits",
+        "subsets": table,
+    }
+    log(f"AEP exits: kept {list(keep)} of {candidates}")
+    return template, exits_doc
+
+
+def _phase2(
+    template: nn.Module,
+    start: nn.Module,
+    start_state: dict[str, Any],
+    e: int,
+    data: DatasetSplits,
+    settings: PostprocessSettings,
+    acc: Accelerator,
+    on_epoch: EpochCallback | None,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[nn.Module, dict[str, Any], ImageSet]:
+    """Phase 2: a fresh copy of the starting weights trained on train + validation for exactly
+    e epochs (the trajectory e was chosen on, now with the validation images too). Returns the
+    model (eval mode), ``fit``'s result and the train + validation set."""
     final = copy.deepcopy(template)
     if template is start:
         final.load_state_dict(start_state)
@@ -508,19 +573,84 @@ def postprocess_subnet(
         progress=progress,
     )
     final.eval()
-    test_after, test_loss_after = top1_and_loss(final, test.batches("eval", resolution), acc)
-    after = module_costs(final)
-    added = {
+    return final, p2, train_val
+
+
+def _added_costs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What post-processing added (AEP's extra heads), absolute and in percent of before."""
+    return {
         "params": after["params"] - before["params"],
         "macs": after["macs"] - before["macs"],
         "params_pct": 100.0 * (after["params"] - before["params"]) / before["params"],
         "macs_pct": 100.0 * (after["macs"] - before["macs"]) / max(before["macs"], 1),
     }
+
+
+def _measure_after(
+    final: nn.Module,
+    test: EvalData,
+    acc: Accelerator,
+    before: _Baseline,
+    best_rec: dict[str, Any],
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The result's ``after`` (costs, test top-1 and loss of the final model; its validation
+    accuracy is phase 1's at epoch e, since phase 2 trains on the validation split) and
+    ``added`` sections."""
+    batches = test.batches("eval", final.arch.resolution)
+    test_after, test_loss_after = top1_and_loss(final, batches, acc)
+    costs = module_costs(final)
+    added = _added_costs(before.costs, costs)
     log(
-        f"test top-1 {test_before:.2%} -> {test_after:.2%}; params {before['params']:,} -> "
-        f"{after['params']:,} ({added['params_pct']:+.1f}%), MACs {before['macs']:,} -> "
-        f"{after['macs']:,} ({added['macs_pct']:+.1f}%)"
+        f"test top-1 {before.test_accuracy:.2%} -> {test_after:.2%}; params "
+        f"{before.costs['params']:,} -> {costs['params']:,} ({added['params_pct']:+.1f}%), MACs "
+        f"{before.costs['macs']:,} -> {costs['macs']:,} ({added['macs_pct']:+.1f}%)"
     )
+    after = {
+        **costs,
+        "test_accuracy": test_after,
+        "test_loss": test_loss_after,
+        "val_accuracy": best_rec["val_accuracy"],
+        "val_accuracy_note": "phase 1 at epoch e (phase 2 trains on the validation split)",
+    }
+    return after, added
+
+
+def postprocess_subnet(
+    subnet: Subnet,
+    data: DatasetSplits,
+    settings: PostprocessSettings,
+    acc: Accelerator,
+    *,
+    supernet: OFAv2Supernet | None = None,
+    calibrated: bool = False,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda _m: None,
+) -> PostprocessResult:
+    """Post-process a materialised subnet (left untouched; the work is done on copies).
+
+    ``supernet``: the exit supernet the AEP heads come from (``method == "aep"``).
+    ``calibrated``: the subnet's BatchNorm already holds statistics recalibrated on training
+    data; otherwise they are recalibrated here on ``settings.calibration_images`` images.
+    ``on_epoch(phase, record)`` is called after every epoch (and for phase 1's epoch 0).
+    """
+    t0 = time.perf_counter()
+    arch = subnet.arch
+    val, test = _evaluation_sets(data, settings, acc)
+    before = _baseline(subnet, val, test, acc, calibrated, log)
+    start = _starting_model(subnet, before.module, settings, supernet, val)
+    start_state = copy.deepcopy(start.state_dict())
+
+    phase1_net, p1 = _phase1(start, data, settings, acc, val, on_epoch, progress, log)
+    e = p1["best_epoch"]
+    best_rec = p1["history"][e]
+    template, exits_doc = _prune_after_phase1(start, phase1_net, p1, settings, val, acc, log)
+    final, p2, train_val = _phase2(
+        template, start, start_state, e, data, settings, acc, on_epoch, progress, log
+    )
+
+    after, added = _measure_after(final, test, acc, before, best_rec, log)
     doc: dict[str, Any] = {
         "format": RESULT_FORMAT,
         "subnet": arch.id,
@@ -545,19 +675,8 @@ def postprocess_subnet(
             "history": p2["history"],
         },
         "exits": exits_doc,
-        "before": {
-            **before,
-            "test_accuracy": test_before,
-            "val_accuracy": val_before,
-            "val_loss": val_loss_before,
-        },
-        "after": {
-            **after,
-            "test_accuracy": test_after,
-            "test_loss": test_loss_after,
-            "val_accuracy": best_rec["val_accuracy"],
-            "val_accuracy_note": "phase 1 at epoch e (phase 2 trains on the validation split)",
-        },
+        "before": before.to_dict(),
+        "after": after,
         "added": added,
         "dataset": {"name": data.name, "test_images": len(data.test)},
         "seconds": round(time.perf_counter() - t0, 1),
@@ -652,6 +771,7 @@ def postprocess_run(
     preset: str = DEFAULT_PRESET,
     acc: Accelerator | None = None,
     data: DatasetSplits | None = None,
+    data_dir: str | Path | None = None,
     out: str | Path | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
@@ -660,29 +780,28 @@ def postprocess_run(
 ) -> tuple[PostprocessResult, Path]:
     """Post-process subnet ``subnet_id`` of a search run and save it to
     ``RUN_DIR/postprocessed/ID`` (or ``out``). ``overrides``: any
-    :class:`PostprocessSettings` field (None keeps the preset's value)."""
+    :class:`PostprocessSettings` field (None keeps the preset's value).
+
+    ``data``: the run's dataset, already loaded; otherwise it is loaded as the run recorded
+    it, from ``data_dir`` when given (:func:`natv2.rundir.run_dataset`)."""
     from natv2 import rundir
     from natv2.space import SearchSpace
     from natv2.supernet.checkpoint import load_supernets
     from natv2.supernet.materialize import materialize
     from natv2.supernet.network import check_runnable
 
-    run_dir = Path(run_dir)
-    config = rundir.load_config(run_dir)
-    record = rundir.find_subnet(run_dir, subnet_id)
-    encoding = record.get("encoding") or config.get("encoding")
-    if not encoding or "vector" not in record:
-        raise Natv2Error(f"{run_dir}: the record of {subnet_id} has no encoding or vector")
-    arch = SearchSpace(encoding).decode(record["vector"])
+    found = rundir.run_subnet(run_dir, subnet_id)
+    run_dir, config, record, encoding = found.run_dir, found.config, found.record, found.encoding
+    arch = SearchSpace(encoding).decode(found.vector)
     if arch.id != subnet_id:
         raise Natv2Error(
             f"{run_dir}: the record {subnet_id} decodes to {arch.id}; the run directory is "
             "inconsistent (rerun the search with --resume)"
         )
-    nets, _ = load_supernets(run_dir / rundir.SUPERNET)
+    nets, _ = load_supernets(found.supernet_path)
     if arch.width not in nets:
         raise Natv2Error(
-            f"{run_dir / rundir.SUPERNET} has no supernet of width {arch.width:g} for {subnet_id}"
+            f"{found.supernet_path} has no supernet of width {arch.width:g} for {subnet_id}"
         )
     supernet = nets[arch.width].eval()
     check_runnable(supernet, arch)
@@ -699,7 +818,7 @@ def postprocess_run(
     check_out_folder(folder, "a post-processed model folder", MODEL_FILES, flag)
     with output_folder(folder, "choose another --out"):
         if data is None:
-            data = _run_dataset(run_dir, config)
+            data = _run_dataset(run_dir, config, data_dir)
         if acc is None:
             from natv2.accelerator import resolve_accelerator
 
@@ -726,15 +845,15 @@ def postprocess_run(
     return res, folder
 
 
-def _run_dataset(run_dir: Path, config: dict) -> DatasetSplits:
+def _run_dataset(run_dir: Path, config: dict, data_dir: str | Path | None) -> DatasetSplits:
     """The dataset a search run used, as its configuration records it."""
     from natv2.data import load_dataset
+    from natv2.rundir import run_dataset
 
-    request = config.get("request") if isinstance(config.get("request"), dict) else {}
-    name = config.get("dataset") or request.get("dataset")
-    if not name:
+    which = run_dataset(config, data_dir=data_dir)
+    if not which.name:
         raise Natv2Error(f"{run_dir}: the run configuration names no dataset")
-    return load_dataset(name, data_dir=request.get("data_dir") or config.get("data_dir"))
+    return load_dataset(which.name, data_dir=which.data_dir)
 
 
 __all__ = [
@@ -742,7 +861,6 @@ __all__ = [
     "PRESETS",
     "PostprocessResult",
     "PostprocessSettings",
-    "cosine_lr",
     "default_method",
     "fit",
     "load_postprocessed",

@@ -22,6 +22,9 @@ not a natv2 run (see ``natv2.pipeline.check_run_dir`` for the rules).
 
 A subnet record (JSON) is ``{"id", "encoding", "vector", "accuracy", "params", "macs",
 "peak_sram_bytes", "flash_bytes", "latency_ms", "feasible", ...}``; accuracy is a fraction.
+
+What reads a finished run (``natv2 postprocess``, ``natv2 export RUN_DIR``) finds its subnet
+with :func:`run_subnet` and its dataset with :func:`run_dataset`, so both resolve them alike.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +274,62 @@ def find_subnet(run_dir: str | Path, subnet_id: str) -> dict:
         f"subnet {subnet_id!r} is not in {run_dir}; subnets of its front: "
         f"{', '.join(front[:8]) or '(none)'}{' ...' if len(front) > 8 else ''}"
     )
+
+
+@dataclass(frozen=True)
+class RunSubnet:
+    """A subnet of a search run, as post-processing and export start from it."""
+
+    run_dir: Path
+    config: dict  # the run's config.json
+    record: dict  # the subnet's record (front, high trade-off set or archive)
+    encoding: str  # the record's encoding, else the run's
+
+    @property
+    def vector(self) -> list:
+        return self.record["vector"]
+
+    @property
+    def supernet_path(self) -> Path:
+        """The run's adapted supernet, which the subnet is materialised from."""
+        return self.run_dir / SUPERNET
+
+
+def run_subnet(run_dir: str | Path, subnet_id: str) -> RunSubnet:
+    """The configuration of the run in ``run_dir`` and the record of ``subnet_id``; raises
+    Natv2Error when the record carries no vector or neither it nor the run names an encoding
+    (nothing could decode it)."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    record = find_subnet(run_dir, subnet_id)
+    encoding = record.get("encoding") or config.get("encoding")
+    if not encoding or "vector" not in record:
+        raise Natv2Error(f"{run_dir}: the record of {subnet_id} has no encoding or vector")
+    return RunSubnet(run_dir, config, record, encoding)
+
+
+@dataclass(frozen=True)
+class RunDataset:
+    """Which dataset to load for a run, and from where (``natv2.data.load_dataset``'s
+    arguments)."""
+
+    name: str | None  # a --dataset spec; None when neither given nor recorded
+    data_dir: str | Path | None  # None: load_dataset's default (./data)
+
+
+def run_dataset(
+    config: dict, *, dataset: str | None = None, data_dir: str | Path | None = None
+) -> RunDataset:
+    """The dataset of a run whose config.json is ``config``, for the name and ``data_dir``
+    alike by one precedence: an explicit option given by the user (``dataset``, ``data_dir``)
+    wins, then what the run recorded (config.json's top level, the resolved value, then its
+    ``request``, what the search was asked for), then the default (None).
+
+    A value counts as given when it is truthy (an empty string falls through to the next).
+    """
+    request = config.get("request") if isinstance(config.get("request"), dict) else {}
+
+    def pick(explicit: Any, key: str) -> Any:
+        return explicit or config.get(key) or request.get(key) or None
+
+    return RunDataset(pick(dataset, "dataset"), pick(data_dir, "data_dir"))

@@ -89,7 +89,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -113,6 +112,7 @@ from natv2.distill import (
 )
 from natv2.errors import Natv2Error
 from natv2.runtime import warn_if_openmp_busy_waits
+from natv2.schedules import cosine_lr
 from natv2.space import (
     EXITS,
     EXPANDS,
@@ -393,16 +393,12 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
 
-def _cosine(lr: float, t: int, total: int) -> float:
-    return 0.5 * lr * (1 + math.cos(math.pi * min(t, total) / max(total, 1)))
-
-
 def phase_lr(phase: Phase, t: int, total: int) -> float:
     """Learning rate at step ``t`` of ``total`` in a phase: linear warm-up, then cosine to 0."""
     warm = min(phase.warmup_steps, total)
     if t < warm:
         return phase.lr * (t + 1) / warm
-    return _cosine(phase.lr, t - warm, total - warm)
+    return cosine_lr(phase.lr, t - warm, total - warm)
 
 
 def _param_groups(net: nn.Module, schedule: Schedule) -> list[dict]:

@@ -496,3 +496,27 @@ def test_cli_aep_on_a_subnet_without_exits_exits_2(cli, run_dirs, tmp_path):
 def test_fabricated_front_matches_search_ids():
     arch, vector = canonical("exits+parallel", 3)
     assert SearchSpace("exits+parallel").decode(np.array(vector)).id == arch.id
+
+
+@pytest.mark.parametrize(
+    ("recorded", "given", "looked_in"),
+    [(True, True, "given"), (True, False, "recorded"), (False, False, "requested")],
+)
+def test_the_run_dataset_loads_from_the_data_dir_by_rundir_precedence(
+    tmp_path, recorded, given, looked_in
+):
+    """An explicit data_dir wins, then config.json's, then its request's (rundir.run_dataset)."""
+    from natv2.postprocess import postprocess_run
+
+    (subnet,) = _fabricate_run(tmp_path / "run", "parallel", [5])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["dataset"] = "cifar10"
+    config["request"]["data_dir"] = str(tmp_path / "requested")
+    if recorded:
+        config["data_dir"] = str(tmp_path / "recorded")
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    data_dir = tmp_path / "given" if given else None
+    with pytest.raises(Natv2Error, match="not found") as err:
+        postprocess_run(tmp_path / "run", subnet, acc=CPU, data_dir=data_dir)
+    assert f"looked in {tmp_path / looked_in / 'cifar-10-batches-py'}" in str(err.value)
+    assert not (tmp_path / "run" / "postprocessed" / subnet).exists()

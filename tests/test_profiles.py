@@ -319,3 +319,20 @@ def test_console_script_bad_profile_has_no_traceback(tmp_path):
     assert proc.stdout == ""
     assert "'budgets.max_macs' must be > 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_profile_with_several_problems_reports_the_first_in_schema_order(tmp_path):
+    """Hardware before task before budgets: a file with several problems always gives
+    the same message (the loader's steps run in one fixed order)."""
+    text = (
+        GOOD.replace('dtype = "int8"', 'dtype = "int4"')
+        .replace('"peak_sram"]', '"energy"]')
+        .replace("[budgets]", "[budgets]\nmax_macs = 0")
+    )
+    with pytest.raises(Natv2Error, match=r"'hardware\.dtype' = 'int4'"):
+        load_profile(_write(tmp_path, text))
+    with pytest.raises(Natv2Error, match="unknown objective"):
+        load_profile(_write(tmp_path, text.replace("int4", "int8"), "task.toml"))
+    task_ok = text.replace("int4", "int8").replace('"energy"]', '"peak_sram"]')
+    with pytest.raises(Natv2Error, match=r"'budgets\.max_macs' must be > 0"):
+        load_profile(_write(tmp_path, task_ok, "budgets.toml"))

@@ -321,3 +321,75 @@ def test_numpy_and_torch_values_write_as_plain_json(tmp_path):
     assert json.loads(json_text(doc)) == want
     with pytest.raises(TypeError, match="not JSON serialisable: object"):
         json_text({"bad": object()})
+
+
+# ------------------------------------------------------------------------------ a run's dataset
+# One precedence for what post-processing and export load (rundir.run_dataset): an explicit
+# option wins, then what the run recorded (config.json's top level, then its request), then the
+# default (None: no dataset named; load_dataset's ./data).
+
+RECORDED = {"dataset": "cifar10", "data_dir": "/recorded"}
+REQUESTED = {"dataset": "cifar100", "data_dir": "/requested"}
+
+
+@pytest.mark.parametrize(
+    ("config", "given", "expected"),
+    [
+        ({**RECORDED, "request": REQUESTED}, ("npz:/given", "/given"), ("npz:/given", "/given")),
+        ({**RECORDED, "request": REQUESTED}, (None, None), ("cifar10", "/recorded")),
+        ({"request": REQUESTED}, (None, None), ("cifar100", "/requested")),
+        ({"request": REQUESTED}, (None, "/given"), ("cifar100", "/given")),
+        (
+            {"dataset": "digits", "data_dir": None, "request": REQUESTED},
+            (None, None),
+            ("digits", "/requested"),
+        ),
+        ({}, (None, None), (None, None)),
+        ({"request": "not an object"}, (None, None), (None, None)),
+    ],
+)
+def test_run_dataset_precedence_explicit_then_recorded_then_default(config, given, expected):
+    dataset, data_dir = given
+    which = rundir.run_dataset(config, dataset=dataset, data_dir=data_dir)
+    assert (which.name, which.data_dir) == expected
+
+
+def _cifar_run(root: Path, config: dict) -> str:
+    """A run directory whose config names cifar10 and whose front holds one subnet: enough for
+    ``natv2 export`` to reach the dataset (which is not there) and name where it looked."""
+    import numpy as np
+
+    from natv2.space import SearchSpace
+
+    space = SearchSpace("exits", widths=(1.0,))
+    vector = space.sample(1, np.random.default_rng(0))[0]
+    arch = space.decode(vector)
+    root.mkdir()
+    doc = {"encoding": "exits", "dataset": "cifar10", **config}
+    (root / rundir.CONFIG).write_text(json.dumps(doc))
+    record = {"id": arch.id, "encoding": "exits", "vector": [int(v) for v in vector]}
+    (root / f"{rundir.FRONT}.json").write_text(json.dumps([record]))
+    return arch.id
+
+
+@pytest.mark.parametrize(
+    ("recorded", "requested", "given", "looked_in"),
+    [
+        (True, True, True, "given"),
+        (True, True, False, "recorded"),
+        (False, True, False, "requested"),
+    ],
+)
+def test_export_loads_the_dataset_from_the_data_dir_by_the_same_precedence(
+    cli, tmp_path, recorded, requested, given, looked_in
+):
+    config: dict = {}
+    if recorded:
+        config["data_dir"] = str(tmp_path / "recorded")
+    if requested:
+        config["request"] = {"data_dir": str(tmp_path / "requested")}
+    subnet = _cifar_run(tmp_path / "run", config)
+    extra = ["--data-dir", str(tmp_path / "given")] if given else []
+    res = cli("export", tmp_path / "run", "--subnet", subnet, "--runs", "0", *extra)
+    assert res.code == 2
+    assert f"looked in {tmp_path / looked_in / 'cifar-10-batches-py'}" in res.err

@@ -235,30 +235,22 @@ def _profile(name: str | None):
 
 def _from_run(run_dir, subnet_id, postprocessed, device, dataset, data_dir, out, log) -> dict:
     from natv2.data import load_dataset
-    from natv2.rundir import EXPORTS, POSTPROCESSED, SUPERNET, find_subnet, load_config
+    from natv2.rundir import EXPORTS, POSTPROCESSED, run_dataset, run_subnet
     from natv2.supernet.checkpoint import load_supernets
     from natv2.supernet.materialize import materialize
     from natv2.supernet.plain import Subnet
 
-    run_dir = Path(run_dir)
-    config = load_config(run_dir)
-    record = find_subnet(run_dir, subnet_id)
-    encoding = record.get("encoding") or config.get("encoding")
-    if not encoding or "vector" not in record:
-        raise Natv2Error(f"{run_dir}: the record of {subnet_id} has no encoding or vector")
-    arch, vector = _decode(encoding, record["vector"])
+    found = run_subnet(run_dir, subnet_id)
+    run_dir, config, record, encoding = found.run_dir, found.config, found.record, found.encoding
+    arch, vector = _decode(encoding, found.vector)
     if arch.id != subnet_id:
         raise Natv2Error(
             f"{run_dir}: the record {subnet_id} has a vector that decodes to {arch.id}; "
             "the run directory is inconsistent (rerun the search with --resume)"
         )
     profile = _profile(device or config.get("device"))
-    dataset_name = dataset or config.get("dataset")
-    request = config.get("request") if isinstance(config.get("request"), dict) else {}
-    data = None
-    if dataset_name:
-        where = data_dir or config.get("data_dir") or request.get("data_dir")
-        data = load_dataset(dataset_name, data_dir=where)
+    which = run_dataset(config, dataset=dataset, data_dir=data_dir)
+    data = load_dataset(which.name, data_dir=which.data_dir) if which.name else None
     accuracy = record.get("accuracy")
     source: dict[str, Any] = {"run_dir": str(run_dir), "subnet": subnet_id}
     if postprocessed:
@@ -282,8 +274,8 @@ def _from_run(run_dir, subnet_id, postprocessed, device, dataset, data_dir, out,
                 f"{run_dir}: the run configuration names no dataset; give --dataset to "
                 "recalibrate BatchNorm as the search did"
             )
-        nets, _ = load_supernets(run_dir / SUPERNET)
-        net = _pick_supernet(nets, arch, run_dir / SUPERNET)
+        nets, _ = load_supernets(found.supernet_path)
+        net = _pick_supernet(nets, arch, found.supernet_path)
         module = materialize(net, arch)
         settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
         images = int(settings.get("calibration_images") or CALIBRATION_IMAGES)
@@ -296,7 +288,7 @@ def _from_run(run_dir, subnet_id, postprocessed, device, dataset, data_dir, out,
         source.update(
             {
                 "mode": "run",
-                "supernet": str(run_dir / SUPERNET),
+                "supernet": str(found.supernet_path),
                 "batchnorm": f"recalibrated on {images} {data.name} train images "
                 f"(batches of {batch}), as the search evaluated it",
             }
