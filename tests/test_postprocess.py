@@ -520,3 +520,16 @@ def test_the_run_dataset_loads_from_the_data_dir_by_rundir_precedence(
         postprocess_run(tmp_path / "run", subnet, acc=CPU, data_dir=data_dir)
     assert f"looked in {tmp_path / looked_in / 'cifar-10-batches-py'}" in str(err.value)
     assert not (tmp_path / "run" / "postprocessed" / subnet).exists()
+
+
+@pytest.mark.parametrize(("given", "looked_in"), [(True, "given"), (False, "recorded")])
+def test_the_cli_takes_data_dir_by_the_same_precedence(cli, tmp_path, given, looked_in):
+    (subnet,) = _fabricate_run(tmp_path / "run", "parallel", [5])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config.update(dataset="cifar10", data_dir=str(tmp_path / "recorded"))
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    extra = ["--data-dir", str(tmp_path / "given")] if given else []
+    res = cli("postprocess", tmp_path / "run", "--subnet", subnet, *extra)
+    assert res.code == 2, res.err
+    assert f"looked in {tmp_path / looked_in / 'cifar-10-batches-py'}" in res.err
+    assert not (tmp_path / "run" / "postprocessed" / subnet).exists()

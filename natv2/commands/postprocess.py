@@ -53,6 +53,11 @@ def postprocess(
     out: Path | None = typer.Option(
         None, "--out", help="Output folder (default RUN_DIR/postprocessed/ID)."
     ),
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="Where the run's dataset lives (default: as the run recorded, or ./data).",
+    ),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Random seed."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -79,6 +84,7 @@ def postprocess(
         method=method,
         preset=preset,
         acc=acc,
+        data_dir=data_dir,
         out=out,
         on_epoch=on_epoch,
         progress=True,
