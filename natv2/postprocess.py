@@ -71,10 +71,9 @@ from natv2.supernet.network import OFAv2Supernet
 from natv2.supernet.plain import Subnet
 from natv2.untrusted import (
     check_out_folder,
-    load_torch,
+    load_weights,
     output_folder,
     read_json,
-    require_finite,
 )
 
 METHODS: tuple[str, ...] = ("finetune", "aep")
@@ -732,17 +731,7 @@ def load_postprocessed(directory: str | Path) -> nn.Module:
             f"{directory / 'arch.json'}: cannot read the model description ({exc}); "
             f"expected format {SUBNET_FORMAT!r} or {AEP_FORMAT!r}; {fix}"
         ) from None
-    state = load_torch(directory / "model.pt", "AEP state dict", fix)
-    if not isinstance(state, dict):
-        raise Natv2Error(f"{directory / 'model.pt'}: not a state dict; {fix}")
-    require_finite(state, str(directory / "model.pt"), fix)
-    try:
-        net.load_state_dict(state)
-    except Exception as exc:
-        raise Natv2Error(
-            f"{directory / 'model.pt'}: not a valid AEP state dict for {net.arch.id} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {fix}"
-        ) from None
+    load_weights(net, directory / "model.pt", "AEP state dict", net.arch.id, fix)
     stored = desc.get("ensemble_weights")
     if stored is not None and not torch.allclose(
         net.ensemble_weights, torch.tensor(stored, dtype=torch.float32), atol=1e-6

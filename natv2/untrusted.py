@@ -304,6 +304,23 @@ def load_torch(path: str | Path, what: str, fix: str) -> Any:
         ) from None
 
 
+def load_weights(module: Any, path: Path, what: str, owner: str, fix: str) -> None:
+    """Load the state dict at ``path`` into ``module`` as untrusted input: read with
+    ``weights_only=True``, a dict, finite, and matching the module's keys and shapes; each
+    failure one line naming the file, the ``what`` it should be (for ``owner``) and ``fix``."""
+    state = load_torch(path, what, fix)
+    if not isinstance(state, dict):
+        raise Natv2Error(f"{path}: not a state dict; {fix}")
+    require_finite(state, str(path), fix)
+    try:
+        module.load_state_dict(state)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise Natv2Error(
+            f"{path}: not a valid {what} for {owner} ({shown(first, 160)}); {fix}"
+        ) from None
+
+
 def torch_load_failure(exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` failed, in one short clause, without torch's advice
     to disable the safety."""

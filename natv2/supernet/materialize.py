@@ -26,7 +26,7 @@ from natv2.supernet.plain import (
     Subnet,
     TransformBranch,
 )
-from natv2.untrusted import load_torch, read_json, require_finite, shown
+from natv2.untrusted import load_weights, read_json, shown
 
 SUBNET_FORMAT = "natv2-subnet/1"
 
@@ -140,15 +140,5 @@ def load_subnet(directory: str | Path) -> Subnet:
             f"{fix}"
         ) from None
     net = Subnet(arch, config)
-    state = load_torch(directory / "model.pt", "subnet state dict", fix)
-    if not isinstance(state, dict):
-        raise Natv2Error(f"{directory / 'model.pt'}: not a state dict; {fix}")
-    require_finite(state, str(directory / "model.pt"), fix)
-    try:
-        net.load_state_dict(state)
-    except Exception as exc:
-        raise Natv2Error(
-            f"{directory / 'model.pt'}: not a valid subnet state dict for {arch.id} "
-            f"({shown(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 160)}); {fix}"
-        ) from None
+    load_weights(net, directory / "model.pt", "subnet state dict", arch.id, fix)
     return net.eval()
