@@ -1,0 +1,83 @@
+"""Datasets, their splits, and the batch transform every command shares.
+
+One ``--dataset`` string selects a dataset (:func:`load_dataset`): ``mnist5k`` (the default),
+``digits``, ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagefolder:PATH`` or ``npz:PATH``;
+each reader's module in :mod:`natv2.data.datasets` says what it reads and how it splits. Images
+are kept as uint8 tensors Nx3xSxS (:mod:`~natv2.data.images`, :mod:`~natv2.data.imagesets`);
+splits are stratified and seeded by a constant (:mod:`~natv2.data.splits`); batches become
+network input through :class:`BatchTransform` (:mod:`~natv2.data.transforms`) and come from
+:func:`make_loader` (:mod:`~natv2.data.loader`).
+"""
+
+from natv2.data.datasets.cifar import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    CIFAR_VAL_FRACTION,
+)
+from natv2.data.datasets.npz import MAX_IMAGE_SIDE, MAX_NPZ_BYTES
+from natv2.data.datasets.tinyimagenet import (
+    TINY_IMAGENET_MEAN,
+    TINY_IMAGENET_STD,
+    TINY_IMAGENET_URL,
+    TINY_VAL_FRACTION,
+)
+from natv2.data.images import (
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    fit_images,
+    read_image,
+    to_rgb_nchw,
+)
+from natv2.data.imagesets import FileImageSet, ImageSet, TensorImageSet
+from natv2.data.load import DEFAULT_DATA_DIR, DEFAULT_DATASET, SPECS, load_dataset
+from natv2.data.loader import make_loader
+from natv2.data.splits import (
+    SPLIT_SEED,
+    TEST_FRACTION,
+    VAL_FRACTION,
+    DatasetSplits,
+    require_classes,
+    split_indices,
+)
+from natv2.data.stats import STATS_SAMPLE, channel_stats
+from natv2.data.transforms import Augment, BatchTransform, Stats
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "CIFAR_VAL_FRACTION",
+    "DEFAULT_DATASET",
+    "DEFAULT_DATA_DIR",
+    "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_SIDE",
+    "MAX_NPZ_BYTES",
+    "SPECS",
+    "SPLIT_SEED",
+    "STATS_SAMPLE",
+    "TEST_FRACTION",
+    "TINY_IMAGENET_MEAN",
+    "TINY_IMAGENET_STD",
+    "TINY_IMAGENET_URL",
+    "TINY_VAL_FRACTION",
+    "VAL_FRACTION",
+    "Augment",
+    "BatchTransform",
+    "DatasetSplits",
+    "FileImageSet",
+    "ImageSet",
+    "Stats",
+    "TensorImageSet",
+    "channel_stats",
+    "fit_images",
+    "load_dataset",
+    "make_loader",
+    "read_image",
+    "require_classes",
+    "split_indices",
+    "to_rgb_nchw",
+]
