@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from natv2.data.images import fit_images
-from natv2.data.imagesets import ImageSet, TensorImageSet
+from natv2.data.imagesets import ImageSet
 from natv2.data.stats import sample_stats
-from natv2.data.transforms import BatchTransform, Stats, transform_for
+from natv2.data.transforms import Augment, BatchTransform, Stats, transform_for
 from natv2.errors import Natv2Error
 from natv2.untrusted import shown
 
@@ -97,7 +96,7 @@ def carve(
     )
 
 
-def complete_splits(
+def _complete_splits(
     train: ImageSet, val: ImageSet | None, test: ImageSet | None, seed: int
 ) -> tuple[ImageSet, ImageSet, ImageSet]:
     """Carve whichever of val/test is missing from train, at its default fraction of train."""
@@ -165,31 +164,39 @@ class DatasetSplits:
         }
 
 
-def from_tensor_pool(
+def make_splits(
     name: str,
-    images: torch.Tensor,
-    labels: np.ndarray,
-    num_classes: int,
-    size: int,
-    seed: int,
-    classes: tuple[str, ...],
+    train: ImageSet,
+    val: ImageSet | None = None,
+    test: ImageSet | None = None,
+    *,
+    classes: Sequence[str],
+    storage_size: int,
+    split_seed: int,
+    augment: Augment,
+    stats: tuple[Stats, Stats] | None = None,
 ) -> DatasetSplits:
-    pool = TensorImageSet(fit_images(images, size), torch.from_numpy(labels), name)
-    train, val, test = carve(pool, VAL_FRACTION, TEST_FRACTION, seed)
-    assert val is not None and test is not None
-    mean, std = sample_stats(train, seed)
+    """The one way a reader builds its :class:`DatasetSplits`.
+
+    A missing ``val`` or ``test`` is carved from ``train`` at its default fraction (a reader with
+    another fraction carves before calling). ``stats`` are published (mean, std); without them
+    they are computed from the train split. ``augment`` picks the transform, sized to
+    ``storage_size``; ``classes`` gives the class count.
+    """
+    train, val, test = _complete_splits(train, val, test, split_seed)
+    mean, std = stats if stats is not None else sample_stats(train, split_seed)
     return DatasetSplits(
         name=name,
-        num_classes=num_classes,
-        storage_size=size,
+        num_classes=len(classes),
+        storage_size=storage_size,
         mean=mean,
         std=std,
         train=train,
         val=val,
         test=test,
-        transform=transform_for("digits", mean, std, size),
-        classes=classes,
-        split_seed=seed,
+        transform=transform_for(augment, mean, std, storage_size),
+        classes=tuple(classes),
+        split_seed=split_seed,
     )
 
 

@@ -130,10 +130,11 @@ def _random_resized_crop(
     return roi_align(x, boxes, (resolution, resolution), 1.0, -1, True)
 
 
-def transform_for(kind: str, mean: Stats, std: Stats, size: int) -> BatchTransform:
-    if kind == "digits":
+def transform_for(augment: Augment, mean: Stats, std: Stats, size: int) -> BatchTransform:
+    """The transform of ``augment`` for images stored at ``size`` px (shift and pad scale)."""
+    if augment == "translate":
         # ±2 px at 28 px; ±1 px at 8 px.
         return BatchTransform(mean, std, "translate", pad=max(1, round(size * 0.08)))
-    if kind == "cifar":
+    if augment == "crop_flip":
         return BatchTransform(mean, std, "crop_flip", pad=max(1, round(4 * size / 32)))
-    return BatchTransform(mean, std, "rrc_flip")
+    return BatchTransform(mean, std, augment)

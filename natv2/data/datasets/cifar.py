@@ -15,8 +15,7 @@ import torch
 
 from natv2.data.images import fit_images
 from natv2.data.imagesets import TensorImageSet
-from natv2.data.splits import DatasetSplits, carve
-from natv2.data.transforms import transform_for
+from natv2.data.splits import DatasetSplits, carve, make_splits
 from natv2.errors import Natv2Error
 
 CIFAR_VAL_FRACTION = 0.1  # 5,000 of the official 50,000
@@ -68,17 +67,15 @@ def read(name: str, data_dir: Path, download: bool, size: int | None, seed: int)
         pools.append(TensorImageSet(images, labels, f"{name}/{split}"))
     train, val, _ = carve(pools[0], CIFAR_VAL_FRACTION, 0.0, seed)
     assert val is not None
-    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
-    return DatasetSplits(
-        name=name,
-        num_classes=len(official_train.classes),
+    stats = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
+    return make_splits(
+        name,
+        train,
+        val,
+        pools[1],
+        classes=official_train.classes,
         storage_size=s,
-        mean=mean,
-        std=std,
-        train=train,
-        val=val,
-        test=pools[1],
-        transform=transform_for("cifar", mean, std, s),
-        classes=tuple(official_train.classes),
         split_seed=seed,
+        augment="crop_flip",
+        stats=stats,
     )

@@ -6,9 +6,11 @@ S = 8; splits 1,258 / 180 / 359 (70 / 10 / 20 % of 1,797, carved); statistics fr
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from natv2.data.images import to_rgb_nchw
-from natv2.data.splits import DatasetSplits, from_tensor_pool
+from natv2.data.images import fit_images, to_rgb_nchw
+from natv2.data.imagesets import TensorImageSet
+from natv2.data.splits import DatasetSplits, make_splits
 
 
 def read(size: int | None, seed: int) -> DatasetSplits:
@@ -16,7 +18,10 @@ def read(size: int | None, seed: int) -> DatasetSplits:
 
     bunch = load_digits()
     x = np.rint(bunch.data.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)
-    names = tuple(str(i) for i in range(10))
-    return from_tensor_pool(
-        "digits", to_rgb_nchw(x), bunch.target.astype(np.int64), 10, size or 8, seed, names
+    s = size or 8
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    pool = TensorImageSet(fit_images(to_rgb_nchw(x), s), labels, "digits")
+    classes = [str(i) for i in range(10)]
+    return make_splits(
+        "digits", pool, classes=classes, storage_size=s, split_seed=seed, augment="translate"
     )

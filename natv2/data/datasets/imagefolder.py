@@ -15,9 +15,7 @@ import torch
 
 from natv2.data.images import IMAGE_EXTENSIONS, is_image
 from natv2.data.imagesets import FileImageSet, ImageSet
-from natv2.data.splits import DatasetSplits, complete_splits, require_classes
-from natv2.data.stats import sample_stats
-from natv2.data.transforms import transform_for
+from natv2.data.splits import DatasetSplits, make_splits, require_classes
 from natv2.errors import Natv2Error
 
 
@@ -77,18 +75,13 @@ def read(path: Path, size: int | None, seed: int) -> DatasetSplits:
         sets[split] = FileImageSet(paths, torch.tensor(labels), s, f"{name}/{split}")
     pool = sets.pop("train")
     assert pool is not None
-    train, val, test = complete_splits(pool, sets["val"], sets["test"], seed)
-    mean, std = sample_stats(train, seed)
-    return DatasetSplits(
-        name=name,
-        num_classes=len(classes),
+    return make_splits(
+        name,
+        pool,
+        sets["val"],
+        sets["test"],
+        classes=classes,
         storage_size=s,
-        mean=mean,
-        std=std,
-        train=train,
-        val=val,
-        test=test,
-        transform=transform_for("rrc", mean, std, s),
-        classes=tuple(classes),
         split_seed=seed,
+        augment="rrc_flip",
     )

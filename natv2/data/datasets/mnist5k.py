@@ -6,9 +6,11 @@ S = 28; splits 3,500 / 500 / 1,000 (70 / 10 / 20 %, carved); statistics from the
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from natv2.data.images import to_rgb_nchw
-from natv2.data.splits import DatasetSplits, from_tensor_pool
+from natv2.data.images import fit_images, to_rgb_nchw
+from natv2.data.imagesets import TensorImageSet
+from natv2.data.splits import DatasetSplits, make_splits
 
 
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -31,6 +33,10 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def read(size: int | None, seed: int) -> DatasetSplits:
     x, y = _mnist5k_arrays()
-    images = to_rgb_nchw(x.reshape(-1, 28, 28))
-    names = tuple(str(i) for i in range(10))
-    return from_tensor_pool("mnist5k", images, y, 10, size or 28, seed, names)
+    s = size or 28
+    images = fit_images(to_rgb_nchw(x.reshape(-1, 28, 28)), s)
+    pool = TensorImageSet(images, torch.from_numpy(y), "mnist5k")
+    classes = [str(i) for i in range(10)]
+    return make_splits(
+        "mnist5k", pool, classes=classes, storage_size=s, split_seed=seed, augment="translate"
+    )

@@ -17,9 +17,7 @@ import torch
 
 from natv2.data.images import fit_images, to_rgb_nchw
 from natv2.data.imagesets import ImageSet, TensorImageSet
-from natv2.data.splits import DatasetSplits, complete_splits, require_classes
-from natv2.data.stats import sample_stats
-from natv2.data.transforms import transform_for
+from natv2.data.splits import DatasetSplits, make_splits, require_classes
 from natv2.errors import Natv2Error
 from natv2.untrusted import MAX_CLASSES, MAX_COUNT, path_kind, short_int, shown
 
@@ -182,18 +180,13 @@ def read(path: Path, size: int | None, seed: int) -> DatasetSplits:
         sets[split] = TensorImageSet(fit_images(images, s), labels, f"{name}/{split}")
     pool = sets.pop("train")
     assert pool is not None
-    train, val, test = complete_splits(pool, sets["val"], sets["test"], seed)
-    mean, std = sample_stats(train, seed)
-    return DatasetSplits(
-        name=name,
-        num_classes=num_classes,
+    return make_splits(
+        name,
+        pool,
+        sets["val"],
+        sets["test"],
+        classes=[str(i) for i in range(num_classes)],
         storage_size=s,
-        mean=mean,
-        std=std,
-        train=train,
-        val=val,
-        test=test,
-        transform=transform_for("rrc", mean, std, s),
-        classes=tuple(str(i) for i in range(num_classes)),
         split_seed=seed,
+        augment="rrc_flip",
     )

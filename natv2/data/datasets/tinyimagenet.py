@@ -14,8 +14,7 @@ import torch
 
 from natv2.data.images import is_image
 from natv2.data.imagesets import FileImageSet
-from natv2.data.splits import DatasetSplits, carve
-from natv2.data.transforms import transform_for
+from natv2.data.splits import DatasetSplits, carve, make_splits
 from natv2.errors import Natv2Error
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -88,17 +87,14 @@ def read(data_dir: Path, size: int | None, seed: int) -> DatasetSplits:
     test = FileImageSet(test_paths, torch.tensor(test_labels), s, "tinyimagenet/val")
     train, val, _ = carve(pool, TINY_VAL_FRACTION, 0.0, seed)
     assert val is not None
-    mean, std = TINY_IMAGENET_MEAN, TINY_IMAGENET_STD
-    return DatasetSplits(
-        name="tinyimagenet",
-        num_classes=len(wnids),
+    return make_splits(
+        "tinyimagenet",
+        train,
+        val,
+        test,
+        classes=wnids,
         storage_size=s,
-        mean=mean,
-        std=std,
-        train=train,
-        val=val,
-        test=test,
-        transform=transform_for("rrc", mean, std, s),
-        classes=tuple(wnids),
         split_seed=seed,
+        augment="rrc_flip",
+        stats=(TINY_IMAGENET_MEAN, TINY_IMAGENET_STD),
     )
