@@ -31,8 +31,9 @@ from natv2.data.images import (
     to_rgb_nchw,
 )
 from natv2.data.imagesets import FileImageSet, ImageSet, TensorImageSet
-from natv2.data.load import DEFAULT_DATA_DIR, DEFAULT_DATASET, SPECS, load_dataset
+from natv2.data.load import DEFAULT_DATA_DIR, load_dataset
 from natv2.data.loader import make_loader
+from natv2.data.registry import DEFAULT_DATASET, SPECS
 from natv2.data.splits import (
     SPLIT_SEED,
     TEST_FRACTION,

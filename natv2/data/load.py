@@ -1,25 +1,19 @@
-"""``load_dataset``: the one entry point from a ``--dataset`` string to loaded splits."""
+"""``load_dataset``: the one entry point from a ``--dataset`` string to loaded splits.
+
+It parses the string, checks what every reader shares (the storage size, a PATH where one is
+due) and hands a :class:`~natv2.data.registry.ReadRequest` to the reader the registry names.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from natv2.data.datasets import cifar, digits, imagefolder, mnist5k, npz, tinyimagenet
+from natv2.data.registry import REGISTRY, SPECS, ReadRequest
 from natv2.data.splits import SPLIT_SEED, DatasetSplits
 from natv2.errors import Natv2Error
 
-DEFAULT_DATASET = "mnist5k"
 # Where datasets on disk are looked for when no --data-dir is given.
 DEFAULT_DATA_DIR = Path("data")
-SPECS: tuple[str, ...] = (
-    "mnist5k",
-    "digits",
-    "cifar10",
-    "cifar100",
-    "tinyimagenet",
-    "imagefolder:PATH",
-    "npz:PATH",
-)
 
 
 def _check_storage_size(storage_size: int | None) -> None:
@@ -38,7 +32,7 @@ def load_dataset(
     *,
     split_seed: int = SPLIT_SEED,
 ) -> DatasetSplits:
-    """Load the dataset a ``--dataset`` string names (see the module docstring).
+    """Load the dataset a ``--dataset`` string names (:data:`~natv2.data.registry.READERS`).
 
     ``data_dir`` (default ``./data``) is where cifar10/cifar100/tinyimagenet live; ``download``
     lets torchvision fetch CIFAR; ``storage_size`` overrides the side images are stored at.
@@ -47,20 +41,20 @@ def load_dataset(
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
     root = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
-    if kind in ("imagefolder", "npz"):
-        if not arg:
-            raise Natv2Error(f"dataset '{spec}' needs a path: write {kind}:PATH")
-        path = Path(arg).expanduser()
-        loader = imagefolder.read if kind == "imagefolder" else npz.read
-        return loader(path, storage_size, split_seed)
-    if arg:
+    reader = REGISTRY.get(kind)
+    takes_path = reader is not None and reader.takes_path
+    if takes_path and not arg:
+        raise Natv2Error(f"dataset '{spec}' needs a path: write {kind}:PATH")
+    if arg and not takes_path:
         raise Natv2Error(f"dataset '{spec}' takes no ':' argument; valid: {', '.join(SPECS)}")
-    if kind == "mnist5k":
-        return mnist5k.read(storage_size, split_seed)
-    if kind == "digits":
-        return digits.read(storage_size, split_seed)
-    if kind in ("cifar10", "cifar100"):
-        return cifar.read(kind, root, download, storage_size, split_seed)
-    if kind == "tinyimagenet":
-        return tinyimagenet.read(root, storage_size, split_seed)
-    raise Natv2Error(f"unknown dataset '{spec}'; valid: {', '.join(SPECS)}")
+    if reader is None:
+        raise Natv2Error(f"unknown dataset '{spec}'; valid: {', '.join(SPECS)}")
+    request = ReadRequest(
+        name=reader.name,
+        path=Path(arg).expanduser() if takes_path else None,
+        data_dir=root,
+        download=download,
+        storage_size=storage_size,
+        split_seed=split_seed,
+    )
+    return reader.read(request)

@@ -1,1 +1,5 @@
-"""The dataset readers, one module each: a reader turns files (or an embedded set) into splits."""
+"""The dataset readers, one module each; :mod:`natv2.data.registry` names them.
+
+Each module defines ``read(request: ReadRequest) -> DatasetSplits`` and is imported only when its
+dataset is loaded.
+"""

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from pathlib import Path
 
 import torch
 
 from natv2.data.images import fit_images
 from natv2.data.imagesets import TensorImageSet
+from natv2.data.registry import ReadRequest
 from natv2.data.splits import DatasetSplits, carve, make_splits
 from natv2.errors import Natv2Error
 
@@ -26,8 +26,11 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
-def read(name: str, data_dir: Path, download: bool, size: int | None, seed: int) -> DatasetSplits:
-    """CIFAR through torchvision, which also verifies the files' md5 checksums."""
+def read(request: ReadRequest) -> DatasetSplits:
+    """CIFAR-10 or CIFAR-100 (``request.name``) through torchvision, which also verifies the
+    files' md5 checksums."""
+    name, data_dir, download = request.name, request.data_dir, request.download
+    size, seed = request.storage_size, request.split_seed
     import torchvision.datasets as tvd
 
     cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100

@@ -10,10 +10,12 @@ import torch
 
 from natv2.data.images import fit_images, to_rgb_nchw
 from natv2.data.imagesets import TensorImageSet
+from natv2.data.registry import ReadRequest
 from natv2.data.splits import DatasetSplits, make_splits
 
 
-def read(size: int | None, seed: int) -> DatasetSplits:
+def read(request: ReadRequest) -> DatasetSplits:
+    size, seed = request.storage_size, request.split_seed
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

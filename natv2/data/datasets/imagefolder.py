@@ -15,6 +15,7 @@ import torch
 
 from natv2.data.images import IMAGE_EXTENSIONS, is_image
 from natv2.data.imagesets import FileImageSet, ImageSet
+from natv2.data.registry import ReadRequest
 from natv2.data.splits import DatasetSplits, make_splits, require_classes
 from natv2.errors import Natv2Error
 
@@ -47,7 +48,9 @@ def _scan_classes(
     return paths, labels
 
 
-def read(path: Path, size: int | None, seed: int) -> DatasetSplits:
+def read(request: ReadRequest) -> DatasetSplits:
+    path, size, seed = request.path, request.storage_size, request.split_seed
+    assert path is not None  # load_dataset asks for PATH
     if not path.is_dir():
         raise Natv2Error(
             f"imagefolder: {path} is not a directory; expected PATH/<class>/*.jpg "

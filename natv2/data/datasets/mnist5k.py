@@ -10,6 +10,7 @@ import torch
 
 from natv2.data.images import fit_images, to_rgb_nchw
 from natv2.data.imagesets import TensorImageSet
+from natv2.data.registry import ReadRequest
 from natv2.data.splits import DatasetSplits, make_splits
 
 
@@ -31,7 +32,8 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
         return x.astype(np.uint8), y.astype(np.int64)
 
 
-def read(size: int | None, seed: int) -> DatasetSplits:
+def read(request: ReadRequest) -> DatasetSplits:
+    size, seed = request.storage_size, request.split_seed
     x, y = _mnist5k_arrays()
     s = size or 28
     images = fit_images(to_rgb_nchw(x.reshape(-1, 28, 28)), s)

@@ -17,6 +17,7 @@ import torch
 
 from natv2.data.images import fit_images, to_rgb_nchw
 from natv2.data.imagesets import ImageSet, TensorImageSet
+from natv2.data.registry import ReadRequest
 from natv2.data.splits import DatasetSplits, make_splits, require_classes
 from natv2.errors import Natv2Error
 from natv2.untrusted import MAX_CLASSES, MAX_COUNT, path_kind, short_int, shown
@@ -32,12 +33,12 @@ def _npz_header(path: Path, f, key: str) -> tuple[tuple[int, ...], np.dtype]:
     try:
         with f.zip.open(member) as fh:
             version = np.lib.format.read_magic(fh)
-            read = (
+            read_header = (
                 np.lib.format.read_array_header_1_0
                 if version == (1, 0)
                 else np.lib.format.read_array_header_2_0
             )
-            shape, _fortran, dtype = read(fh)
+            shape, _fortran, dtype = read_header(fh)
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise Natv2Error(
             f"npz {path}: member '{shown(key)}' is not a NumPy array ({shown(e, 100)}); "
@@ -149,7 +150,9 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
 _NPZ_SPLITS = (("train", "x", "y"), ("val", "x_val", "y_val"), ("test", "x_test", "y_test"))
 
 
-def read(path: Path, size: int | None, seed: int) -> DatasetSplits:
+def read(request: ReadRequest) -> DatasetSplits:
+    path, size, seed = request.path, request.storage_size, request.split_seed
+    assert path is not None  # load_dataset asks for PATH
     if path_kind(path) != "file":
         raise Natv2Error(
             f"npz: {path} does not exist or is not a file; expected a .npz file with arrays 'x' "

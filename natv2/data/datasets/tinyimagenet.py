@@ -14,6 +14,7 @@ import torch
 
 from natv2.data.images import is_image
 from natv2.data.imagesets import FileImageSet
+from natv2.data.registry import ReadRequest
 from natv2.data.splits import DatasetSplits, carve, make_splits
 from natv2.errors import Natv2Error
 
@@ -37,8 +38,9 @@ def _tiny_root(data_dir: Path) -> Path:
     )
 
 
-def read(data_dir: Path, size: int | None, seed: int) -> DatasetSplits:
-    root = _tiny_root(data_dir)
+def read(request: ReadRequest) -> DatasetSplits:
+    size, seed = request.storage_size, request.split_seed
+    root = _tiny_root(request.data_dir)
     wnids = sorted({w.strip() for w in (root / "wnids.txt").read_text().splitlines() if w.strip()})
     index = {w: i for i, w in enumerate(wnids)}
     s = size or 64
