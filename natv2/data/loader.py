@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -29,13 +31,8 @@ def make_loader(
     """
     if batch_size < 1:
         raise Natv2Error(f"batch size must be at least 1, got {batch_size}")
-    common = {
-        "batch_size": batch_size,
-        "drop_last": drop_last,
-        "num_workers": num_workers,
-        "pin_memory": pin_memory,
-        "persistent_workers": num_workers > 0,
-    }
+    sampler: DistributedSampler[Any] | None = None
+    generator: torch.Generator | None = None
     if distributed:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} out of range for world size {world_size}")
@@ -47,6 +44,16 @@ def make_loader(
             seed=seed,
             drop_last=drop_last,
         )
-        return DataLoader(dataset, sampler=sampler, **common)
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, shuffle=shuffle, generator=generator, **common)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=None if distributed else shuffle,  # the sampler shuffles
+        sampler=sampler,
+        generator=generator,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )

@@ -82,7 +82,8 @@ def split_indices(
         test.append(perm[:kt])
         val.append(perm[kt : kt + kv])
         train.append(perm[kt + kv :])
-    return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in (train, val, test))
+    tr, va, te = (np.sort(np.concatenate(part)).astype(np.int64) for part in (train, val, test))
+    return tr, va, te
 
 
 def carve(
