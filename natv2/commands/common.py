@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from natv2.atomic import json_text
+from natv2.data.registry import DEFAULT_DATASET, READERS
 
 
 def emit_json(doc: Any) -> None:
@@ -18,10 +19,12 @@ def vector_text(vector) -> str:
 
 
 def dataset_help() -> str:
-    return (
-        "mnist5k (embedded default), digits, cifar10, cifar100, tinyimagenet, "
-        "imagefolder:PATH or npz:PATH."
-    )
+    """The ``--dataset`` help: every reader in the registry with its one-line description."""
+    parts = [
+        f"{r.spec} ({r.description}{', the default' if r.name == DEFAULT_DATASET else ''})"
+        for r in READERS
+    ]
+    return f"{', '.join(parts[:-1])} or {parts[-1]}."
 
 
 def make_logger(as_json: bool, quiet: bool = False):
