@@ -18,6 +18,7 @@ from pathlib import Path
 from natv2 import __version__, rundir
 from natv2.accelerator import Accelerator
 from natv2.data import DatasetSplits
+from natv2.data.registry import DEFAULT_DATASET
 from natv2.device_profiles import Costs, Profile, check_feasible
 from natv2.errors import Natv2Error
 from natv2.pretrain import PretrainConfig, pretrain
@@ -50,7 +51,7 @@ class SearchRequest:
     """What the user asked for (the CLI options), resolved later against profile and data."""
 
     device: str = "microcontroller-profile"
-    dataset: str = "mnist5k"
+    dataset: str = DEFAULT_DATASET
     supernet: str = "tiny-w1.0"
     encoding: str = "exits+parallel"
     preset: str = "demo"

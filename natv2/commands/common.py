@@ -19,11 +19,9 @@ def vector_text(vector) -> str:
 
 
 def dataset_help() -> str:
-    """The ``--dataset`` help: every reader in the registry with its one-line description."""
-    parts = [
-        f"{r.spec} ({r.description}{', the default' if r.name == DEFAULT_DATASET else ''})"
-        for r in READERS
-    ]
+    """The ``--dataset`` help: every reader in the registry, the default marked (their
+    descriptions would take a screen in every command's ``--help``)."""
+    parts = [f"{r.spec}{' (default)' if r.name == DEFAULT_DATASET else ''}" for r in READERS]
     return f"{', '.join(parts[:-1])} or {parts[-1]}."
 
 

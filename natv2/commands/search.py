@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from natv2.commands.common import dataset_help, emit_json, make_logger
+from natv2.data.registry import DEFAULT_DATASET
 from natv2.space import ENCODINGS
 from natv2.untrusted import MAX_COUNT, MAX_SEED, file_errors
 
@@ -18,7 +19,7 @@ def search(
         "-d",
         help="Device profile: a shipped name or a TOML path.",
     ),
-    dataset: str = typer.Option("mnist5k", help=dataset_help()),
+    dataset: str = typer.Option(DEFAULT_DATASET, help=dataset_help()),
     data_dir: Path | None = typer.Option(None, help="Where datasets live (default ./data)."),
     download: bool = typer.Option(False, help="Download CIFAR when missing."),
     supernet: str = typer.Option(

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from natv2.commands.common import dataset_help, emit_json, make_logger
+from natv2.data.registry import DEFAULT_DATASET
 from natv2.space import ENCODINGS
 from natv2.untrusted import MAX_SEED, check_out_file, output_folder
 
@@ -16,7 +17,7 @@ def train_supernet(
         "tiny", help="Preset: tiny, ofa-mbv3 (both widths) or one width, e.g. ofa-mbv3-w1.0."
     ),
     encoding: str = typer.Option("exits+parallel", "--encoding", "-e", help=", ".join(ENCODINGS)),
-    dataset: str = typer.Option("mnist5k", help=dataset_help()),
+    dataset: str = typer.Option(DEFAULT_DATASET, help=dataset_help()),
     data_dir: Path | None = typer.Option(None, help="Where datasets live (default ./data)."),
     download: bool = typer.Option(False, help="Download CIFAR when missing."),
     schedule: str = typer.Option(
