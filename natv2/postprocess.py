@@ -36,7 +36,9 @@ The result is a plain ``nn.Module`` saved under ``RUN_DIR/postprocessed/ID/``: `
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -45,7 +47,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from natv2.accelerator import Accelerator
 from natv2.aep import (
@@ -173,20 +174,24 @@ def make_settings(
 
 EpochCallback = Callable[[int, dict], None]
 
+#: what post-processing trains, saves and loads: a plain subnet or its AEP model
+Model = Subnet | AEPNet
 
-def _loss(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+
+def _loss(module: Model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Cross-entropy; for AEP the loss-weighted sum of every exit's cross-entropy."""
     if isinstance(module, AEPNet):
         outs = module.exit_outputs(x)
-        return sum(
+        terms = [
             w * F.cross_entropy(o.float(), y)
             for w, o in zip(module.loss_weights, outs, strict=True)
-        )
+        ]
+        return functools.reduce(operator.add, terms)  # as sum(), without its int start
     return F.cross_entropy(module(x).float(), y)
 
 
 def _train_one_epoch(
-    module: nn.Module,
+    module: Model,
     opt: torch.optim.Optimizer,
     loader,
     data: DatasetSplits,
@@ -225,7 +230,7 @@ def _train_one_epoch(
 
 
 def fit(
-    module: nn.Module,
+    module: Model,
     data: DatasetSplits,
     train_set: ImageSet,
     settings: PostprocessSettings,
@@ -314,13 +319,13 @@ def fit(
 # ---------------------------------------------------------------------------------------------
 
 
-def module_costs(module: nn.Module) -> dict[str, int]:
+def module_costs(module: Model) -> dict[str, Any]:
     """Params (``sum(p.numel())``) and MACs counted by fvcore, and by the cost model."""
     from natv2.profiling.cost import subnet_cost
     from natv2.profiling.counters import fvcore_macs
 
     r = module.arch.resolution
-    out = {
+    out: dict[str, Any] = {
         "params": int(sum(p.numel() for p in module.parameters())),
         "macs_fvcore": int(fvcore_macs(module, (1, 3, r, r))),
     }
@@ -346,7 +351,7 @@ def module_costs(module: nn.Module) -> dict[str, int]:
 
 @dataclass
 class PostprocessResult:
-    module: nn.Module
+    module: Model
     result: dict[str, Any]
 
 
@@ -389,7 +394,7 @@ class _Baseline:
     """The subnet as the search evaluated it: what post-processing starts from and what the
     result's ``before`` reports."""
 
-    module: nn.Module  # a recalibrated copy on the accelerator, in eval mode
+    module: Subnet  # a recalibrated copy on the accelerator, in eval mode
     costs: dict[str, Any]  # module_costs
     test_accuracy: float
     val_accuracy: float
@@ -443,17 +448,17 @@ def _baseline(
 
 def _starting_model(
     subnet: Subnet,
-    base: nn.Module,
+    base: Subnet,
     settings: PostprocessSettings,
     supernet: OFAv2Supernet | None,
     val: EvalData,
-) -> nn.Module:
+) -> Model:
     """What both phases train from: the recalibrated subnet, or for AEP that subnet with the
     supernet's exits 1..X re-attached (in eval mode)."""
     arch = subnet.arch
     if settings.method == "aep":
         check_aep_applicable(subnet.config, arch)
-        start: nn.Module = build_aep(base, supernet, settings.weighting)
+        start: Model = build_aep(base, supernet, settings.weighting)
         # The re-attached heads' BatchNorm statistics come from the supernet: recalibrate the
         # whole model (the backbone gets the same statistics again, the heads their own).
         recalibrate_bn(start, val.batches("calib", arch.resolution))
@@ -464,7 +469,7 @@ def _starting_model(
 
 
 def _phase1(
-    start: nn.Module,
+    start: Model,
     data: DatasetSplits,
     settings: PostprocessSettings,
     acc: Accelerator,
@@ -472,7 +477,7 @@ def _phase1(
     on_epoch: EpochCallback | None,
     progress: bool,
     log: Callable[[str], None],
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[Model, dict[str, Any]]:
     """Phase 1 on a copy of ``start``: train, and choose e, the epoch of the lowest validation
     loss (early stopping after ``patience`` epochs). Returns the copy and ``fit``'s result."""
     log(
@@ -504,14 +509,14 @@ def _phase1(
 
 
 def _prune_after_phase1(
-    start: nn.Module,
-    phase1_net: nn.Module,
+    start: Model,
+    phase1_net: Model,
     p1: dict[str, Any],
     settings: PostprocessSettings,
     val: EvalData,
     acc: Accelerator,
     log: Callable[[str], None],
-) -> tuple[nn.Module, dict[str, Any] | None]:
+) -> tuple[Model, dict[str, Any] | None]:
     """AEP only: the exits to keep, judged on the best phase-1 weights, and the result's
     ``exits`` section. Returns the model phase 2 trains (``start`` itself when nothing is
     pruned or the method is not AEP) and that section (None without AEP)."""
@@ -521,6 +526,7 @@ def _prune_after_phase1(
     candidates = list(start.exits)
     if settings.prune and len(candidates) > 1:
         batches = val.batches("eval", start.arch.resolution)
+        assert isinstance(phase1_net, AEPNet)  # a copy of ``start``
         keep, table = prune_exits(phase1_net, batches, acc)
     else:
         keep, table = tuple(candidates), []
@@ -540,8 +546,8 @@ def _prune_after_phase1(
 
 
 def _phase2(
-    template: nn.Module,
-    start: nn.Module,
+    template: Model,
+    start: Model,
     start_state: dict[str, Any],
     e: int,
     data: DatasetSplits,
@@ -550,7 +556,7 @@ def _phase2(
     on_epoch: EpochCallback | None,
     progress: bool,
     log: Callable[[str], None],
-) -> tuple[nn.Module, dict[str, Any], ImageSet]:
+) -> tuple[Model, dict[str, Any], ImageSet]:
     """Phase 2: a fresh copy of the starting weights trained on train + validation for exactly
     e epochs (the trajectory e was chosen on, now with the validation images too). Returns the
     model (eval mode), ``fit``'s result and the train + validation set."""
@@ -586,7 +592,7 @@ def _added_costs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
 
 
 def _measure_after(
-    final: nn.Module,
+    final: Model,
     test: EvalData,
     acc: Accelerator,
     before: _Baseline,
@@ -688,7 +694,7 @@ def postprocess_subnet(
 # ---------------------------------------------------------------------------------------------
 
 
-def save_postprocessed(directory: str | Path, module: nn.Module, result: dict | None) -> Path:
+def save_postprocessed(directory: str | Path, module: Model, result: dict | None) -> Path:
     """``model.pt``, ``arch.json`` (natv2-subnet/1 or natv2-aep/1) and ``result.json``, each
     written atomically."""
     directory = Path(directory)
@@ -706,7 +712,7 @@ def save_postprocessed(directory: str | Path, module: nn.Module, result: dict | 
     return directory
 
 
-def load_postprocessed(directory: str | Path) -> nn.Module:
+def load_postprocessed(directory: str | Path) -> Model:
     """Rebuild a post-processed model (either format) without the supernet, in eval mode.
 
     ``natv2-subnet/1`` gives a ``Subnet``, ``natv2-aep/1`` an :class:`~natv2.aep.AEPNet`;

@@ -327,7 +327,8 @@ def run_dataset(
 
     A value counts as given when it is truthy (an empty string falls through to the next).
     """
-    request = config.get("request") if isinstance(config.get("request"), dict) else {}
+    raw = config.get("request")
+    request = raw if isinstance(raw, dict) else {}
 
     def pick(explicit: Any, key: str) -> Any:
         return explicit or config.get(key) or request.get(key) or None

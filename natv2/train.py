@@ -655,6 +655,7 @@ class SupernetTrainer:
                         )
                     target = inplace_distillation_target(out)
                 else:
+                    assert target is not None  # set by the maximal subnet, always first
                     loss = self.schedule.kd_ratio * soft_cross_entropy(out, target)
                 loss = loss / self.micro
                 loss.backward()

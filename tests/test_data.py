@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def _cifar_images(n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
 
 
-def _register_md5s(monkeypatch: pytest.MonkeyPatch, cls: type, folder: Path) -> None:
+def _register_md5s(monkeypatch: pytest.MonkeyPatch, cls: Any, folder: Path) -> None:
     """Give torchvision the fixture's checksums, so its integrity check runs unchanged."""
     monkeypatch.setattr(cls, "train_list", [[f, _md5(folder / f)] for f, _ in cls.train_list])
     monkeypatch.setattr(cls, "test_list", [[f, _md5(folder / f)] for f, _ in cls.test_list])
@@ -442,7 +443,8 @@ def test_npz_rgb_with_splits(tmp_path: Path) -> None:
 )
 def test_npz_malformed(tmp_path: Path, arrays: dict[str, np.ndarray], pattern: str) -> None:
     path = tmp_path / "bad.npz"
-    np.savez(path, **arrays)
+    # numpy's stub types savez(**kwds) next to allow_pickle: bool (as in test_fuzz_cli)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
     with pytest.raises(Natv2Error, match=pattern):
         load_dataset(f"npz:{path}")
 

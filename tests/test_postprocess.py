@@ -211,11 +211,11 @@ def test_prune_removes_a_useless_exit_and_keeps_the_others(supernet, arch3, data
     # Exit 1 knows digits 0-4, exit 3 digits 5-9: each helps the other. Exit 2 is noise.
     _fit_classifier_(net.heads["1"], feats[0], y, range(5))
     _fit_classifier_(net.heads["3"], feats[2], y, range(5, 10))
+    noise = net.heads["2"].get_submodule("classifier")
+    assert isinstance(noise, torch.nn.Linear)
     with torch.no_grad():
         gen = torch.Generator().manual_seed(1)
-        net.heads["2"].classifier.weight.copy_(
-            100 * torch.randn(net.heads["2"].classifier.weight.shape, generator=gen)
-        )
+        noise.weight.copy_(100 * torch.randn(noise.weight.shape, generator=gen))
     keep, table = prune_exits(net, batches, CPU)
     assert keep == (1, 3)
     acc = {tuple(t["exits"]): t["val_accuracy"] for t in table}
@@ -439,6 +439,7 @@ def test_cli_postprocess_aep_cost_figures(cli, run_dirs):
     assert json.loads((folder / "result.json").read_text())["epochs_chosen"] == doc["epochs_chosen"]
     module = load_postprocessed(folder)
     kept = doc["exits"]["kept"]
+    assert isinstance(module, AEPNet)
     assert list(module.exits) == kept
     arch = module.arch
     assert arch.id == x3

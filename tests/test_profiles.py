@@ -40,6 +40,7 @@ def _run_main(args: list[str], capsys) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as info:
         main(args)
     out = capsys.readouterr()
+    assert isinstance(info.value.code, int)
     return info.value.code, out.out, out.err
 
 
@@ -187,8 +188,8 @@ def test_runtime_decides_which_figure_the_sram_budget_judges(tmp_path):
         prof = load_profile(name)
         assert prof.runtime == expected.get(name, prof.runtime) and prof.runtime
         assert prof.to_dict()["hardware"]["runtime"] == prof.runtime
-        text = tomllib.loads(Path(prof.source).read_text())
-        assert "runtime" in text["hardware"], name  # every shipped profile says which
+        shipped = tomllib.loads(Path(prof.source).read_text())
+        assert "runtime" in shipped["hardware"], name  # every shipped profile says which
     assert load_profile(_write(tmp_path, GOOD)).runtime == "onnxruntime"  # the default
     costs = Costs(peak_sram_bytes=50_000, tflm_arena_bytes=80_000)
     for runtime, passed, key in (("tinyengine", True, "peak_sram_bytes"), ("tflm", False, None)):
