@@ -7,9 +7,10 @@ which the torch-free cost model reads) can be imported without importing torch.
 from __future__ import annotations
 
 import sys
-from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from natv2.lazy import lazy_names
 
 if TYPE_CHECKING:
     from natv2.supernet.config import SupernetConfig, config_for_encoding, encoding_of
@@ -43,14 +44,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
 
 
 class _Package(ModuleType):
