@@ -413,7 +413,7 @@ class GraphCosts:
 
     params: int
     macs: int
-    peak_activation_bytes: int
+    peak_sram_bytes: int
     flash_bytes: int
     dtype: str
     stored_dtype: str  # element type of most weight elements in the file, e.g. "float32"
@@ -427,7 +427,7 @@ class GraphCosts:
         doc: dict[str, Any] = {
             "params": self.params,
             "macs": self.macs,
-            "peak_activation_bytes": self.peak_activation_bytes,
+            "peak_activation_bytes": self.peak_sram_bytes,
             "flash_bytes": self.flash_bytes,
             "dtype": self.dtype,
             "stored_dtype": self.stored_dtype,
@@ -780,7 +780,7 @@ def onnx_costs(
     return GraphCosts(
         params=sum(n.params for n in nodes),
         macs=sum(n.macs for n in nodes),
-        peak_activation_bytes=peak.peak_bytes,
+        peak_sram_bytes=peak.peak_bytes,
         flash_bytes=sum(n.flash_bytes for n in nodes),
         dtype=dtype,
         stored_dtype=helper.tensor_dtype_to_np_dtype(stored_type).name,
