@@ -435,7 +435,7 @@ def export_folder(
                 params=counts.params_graph,
                 macs=counts.macs_graph,
                 flash_bytes=graph_costs.flash_bytes,
-                peak_sram_bytes=graph_costs.peak_activation_bytes,
+                peak_sram_bytes=graph_costs.peak_sram_bytes,
                 tflm_arena_bytes=tflm_arena,
                 tflite_bytes=tflite_bytes,
                 latency_ms=latency_ms,
@@ -481,10 +481,8 @@ def export_folder(
                 "cost_model": None if cost_at_dtype is None else cost_at_dtype.flash_bytes,
             },
             "peak_sram_bytes": {
-                "onnx_graph": graph_costs.peak_activation_bytes,
-                "cost_model": None
-                if cost_at_dtype is None
-                else cost_at_dtype.peak_activation_bytes,
+                "onnx_graph": graph_costs.peak_sram_bytes,
+                "cost_model": None if cost_at_dtype is None else cost_at_dtype.peak_sram_bytes,
             },
             "peak_node": graph_costs.peak_node,
             "tflite_bytes": {
@@ -522,10 +520,8 @@ def export_folder(
             "runtime": "tflite-micro Python interpreter (TFLM reference kernels)",
             **arena.to_dict(),
             "natv2_peak_sram_bytes": {
-                "onnx_graph": graph_costs.peak_activation_bytes,
-                "cost_model": None
-                if cost_at_dtype is None
-                else cost_at_dtype.peak_activation_bytes,
+                "onnx_graph": graph_costs.peak_sram_bytes,
+                "cost_model": None if cost_at_dtype is None else cost_at_dtype.peak_sram_bytes,
             },
             "accuracy": tflm_accuracy,
         },
@@ -543,7 +539,7 @@ def export_folder(
             "activations": "int8, MinMax calibration",
             "calibration_images": calib_n,
             "flash_bytes": int8_costs.flash_bytes,
-            "peak_sram_bytes": int8_costs.peak_activation_bytes,
+            "peak_sram_bytes": int8_costs.peak_sram_bytes,
         }
     if host_model is not None:
         report["int8_host"] = {

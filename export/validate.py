@@ -114,7 +114,7 @@ class ValidationReport:
             "macs": c.macs,
             "macs_counter": "onnx-graph",
             "flash_bytes": c.flash_bytes,
-            "peak_sram_bytes": c.peak_activation_bytes,
+            "peak_sram_bytes": c.peak_sram_bytes,
             "peak_node": c.peak_node,
             "latency": {
                 "budget_basis": self.latency_basis,
@@ -145,7 +145,7 @@ class ValidationReport:
             f"params     {c.params:,}",
             f"MACs       {c.macs:,} (ONNX graph counter)",
             f"flash      {c.flash_bytes:,} bytes",
-            f"peak mem.  {c.peak_activation_bytes:,} bytes of activations (at {c.peak_node})",
+            f"peak mem.  {c.peak_sram_bytes:,} bytes of activations (at {c.peak_node})",
         ]
         if self.estimated_latency_ms is not None:
             lines.append(
@@ -320,7 +320,7 @@ def validate_onnx(
             params=costs.params,
             macs=costs.macs,
             flash_bytes=costs.flash_bytes,
-            peak_sram_bytes=costs.peak_activation_bytes,
+            peak_sram_bytes=costs.peak_sram_bytes,
             latency_ms=judged_ms,
         )
     )

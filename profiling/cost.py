@@ -144,7 +144,7 @@ class SubnetCost:
 
     params: int
     macs: int
-    peak_activation_bytes: int
+    peak_sram_bytes: int
     flash_bytes: int
     dtype: str
     tflm_arena_bytes: int = 0  # TFLM's arena: its activations plus its persistent part
@@ -155,7 +155,7 @@ class SubnetCost:
         return {
             "params": self.params,
             "macs": self.macs,
-            "peak_sram_bytes": self.peak_activation_bytes,
+            "peak_sram_bytes": self.peak_sram_bytes,
             "tflm_arena_bytes": self.tflm_arena_bytes,
             "flash_bytes": self.flash_bytes,
             "tflite_bytes": self.tflite_bytes,

@@ -55,10 +55,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import onnx
 import torch
@@ -413,7 +414,7 @@ class GraphCosts:
 
     params: int
     macs: int
-    peak_activation_bytes: int
+    peak_sram_bytes: int
     flash_bytes: int
     dtype: str
     stored_dtype: str  # element type of most weight elements in the file, e.g. "float32"
@@ -427,7 +428,7 @@ class GraphCosts:
         doc: dict[str, Any] = {
             "params": self.params,
             "macs": self.macs,
-            "peak_activation_bytes": self.peak_activation_bytes,
+            "peak_activation_bytes": self.peak_sram_bytes,
             "flash_bytes": self.flash_bytes,
             "dtype": self.dtype,
             "stored_dtype": self.stored_dtype,
@@ -581,7 +582,9 @@ def _tensor_of_constant(node: onnx.NodeProto) -> TensorProto | None:
     return None
 
 
-def _feeds_from_matmul(name: str, producer: Mapping[str, onnx.NodeProto], const: set[str]) -> bool:
+def _feeds_from_matmul(
+    name: str, producer: Mapping[str, onnx.NodeProto], const: AbstractSet[str]
+) -> bool:
     """Whether activation ``name`` comes from a matmul-like op through at most a Cast and a Mul
     by a constant (the rescale of an integer matmul)."""
     for _ in range(3):
@@ -600,19 +603,60 @@ def _feeds_from_matmul(name: str, producer: Mapping[str, onnx.NodeProto], const:
     return False
 
 
-def onnx_costs(
-    model_or_path: onnx.ModelProto | str | Path,
-    *,
-    dtype: str = "float32",
-    input_shape: Sequence[int] | None = None,
-) -> GraphCosts:
-    """Params, MACs, peak activation bytes and flash bytes of an ONNX graph, with a per-node
-    breakdown (definitions in the module docstring).
+@dataclass(frozen=True)
+class _Graph:
+    """A shape-inferred ONNX graph and what every counting step reads of it: tensor shapes,
+    which tensors are constants (and the nodes that only compute them), who produces what."""
 
-    Batch is fixed to 1; a dynamic C/H/W is taken from ``input_shape`` (N,C,H,W), which must
-    then be given.
-    """
-    size = _dtype_bytes(dtype)
+    src: str
+    model: onnx.ModelProto
+    input_name: str
+    input_shape: tuple[int, int, int, int]
+    shapes: dict[str, tuple[int | str | None, ...] | None]
+    initializers: dict[str, TensorProto]
+    producer: dict[str, onnx.NodeProto]
+    const: frozenset[str]
+    const_nodes: frozenset[int]
+
+    def known(self, name: str, node: onnx.NodeProto) -> tuple[int, ...]:
+        """The static shape of tensor ``name``; a shape inference could not fix is an error
+        naming the node, since every count below needs it."""
+        dims = self.shapes.get(name)
+        if dims is None or any(not isinstance(d, int) for d in dims):
+            domain = f", domain {node.domain}" if node.domain not in ("", "ai.onnx") else ""
+            raise Natv2Error(
+                f"{self.src}: cannot infer the shape of tensor '{name}' ({_shape_text(dims)}) "
+                f"at node '{node.name or node.op_type}' ({node.op_type}{domain}); natv2 counts "
+                "standard ONNX ops (QDQ format for int8 models, not com.microsoft QOperator ops)"
+            )
+        return tuple(int(d) for d in dims)  # type: ignore[arg-type]
+
+    @property
+    def graph(self) -> onnx.GraphProto:
+        return self.model.graph
+
+    def source(self, name: str) -> TensorProto | None:
+        """The stored tensor a constant comes from, through pass-through ops (so a QDQ graph's
+        int8 weight counts where its DequantizeLinear output is used)."""
+        for _ in range(64):
+            if name in self.initializers:
+                return self.initializers[name]
+            node = self.producer.get(name)
+            if node is None:
+                return None
+            if node.op_type == "Constant":
+                return _tensor_of_constant(node)
+            if node.op_type not in _CONST_PASS_THROUGH or not node.input:
+                return None
+            name = node.input[0]
+        return None
+
+
+def _load_graph(
+    model_or_path: onnx.ModelProto | str | Path, input_shape: Sequence[int] | None
+) -> _Graph:
+    """Read and check the model, fix its input to batch 1 (and ``input_shape``'s C/H/W), infer
+    every shape and index its constants: the one pass the counting steps share."""
     src = "the ONNX model" if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
     model = load_onnx(model_or_path)
     input_name, shape = _resolve_input_shape(model, input_shape, src)
@@ -639,106 +683,131 @@ def onnx_costs(
         for o in node.output:
             if o:
                 producer[o] = node
+    return _Graph(
+        src=src,
+        model=model,
+        input_name=input_name,
+        input_shape=shape,
+        shapes=shapes,
+        initializers=initializers,
+        producer=producer,
+        const=frozenset(const),
+        const_nodes=frozenset(const_nodes),
+    )
 
-    def known(name: str, node: onnx.NodeProto) -> tuple[int, ...]:
-        dims = shapes.get(name)
-        if dims is None or any(not isinstance(d, int) for d in dims):
-            domain = f", domain {node.domain}" if node.domain not in ("", "ai.onnx") else ""
-            raise Natv2Error(
-                f"{src}: cannot infer the shape of tensor '{name}' ({_shape_text(dims)}) at node "
-                f"'{node.name or node.op_type}' ({node.op_type}{domain}); natv2 counts standard "
-                "ONNX ops (QDQ format for int8 models, not com.microsoft QOperator ops)"
-            )
-        return tuple(int(d) for d in dims)  # type: ignore[arg-type]
 
-    def source(name: str) -> TensorProto | None:
-        """The stored tensor a constant comes from, through pass-through ops."""
-        for _ in range(64):
-            if name in initializers:
-                return initializers[name]
-            node = producer.get(name)
-            if node is None:
-                return None
-            if node.op_type == "Constant":
-                return _tensor_of_constant(node)
-            if node.op_type not in _CONST_PASS_THROUGH or not node.input:
-                return None
-            name = node.input[0]
-        return None
+class _NodeParams(NamedTuple):
+    """One node's params by kind (flash prices them differently) and the stored tensors they
+    come from (the file's stored dtype is the one most weight elements have)."""
 
-    stored: dict[int, int] = {}
+    weights: int = 0
+    biases: int = 0
+    other: int = 0
+    tensors: tuple[TensorProto, ...] = ()
 
-    def param_elems(node: onnx.NodeProto, slots: tuple[int, ...]) -> int:
-        total = 0
-        for s in slots:
-            if s < len(node.input) and node.input[s] and node.input[s] in const:
-                t = source(node.input[s])
-                if t is None or t.data_type in _NOT_PARAM_DTYPES:
-                    continue
-                n = math.prod(int(d) for d in t.dims)
-                stored[t.data_type] = stored.get(t.data_type, 0) + n
-                total += n
-        return total
+    @property
+    def total(self) -> int:
+        return self.weights + self.biases + self.other
 
-    # ---- per-node MACs, params, flash
-    per_node: list[tuple[int, int, int]] = []  # (macs, params, flash)
-    for idx, node in enumerate(graph.node):
-        if idx in const_nodes:
-            per_node.append((0, 0, 0))
-            continue
-        op = node.op_type
-        macs = 0
-        weights = bias = other = 0
-        out_channels = 0
-        if op in _PARAM_SLOTS:
-            w_slots, b_slots, o_slots = _PARAM_SLOTS[op]
-            weights = param_elems(node, w_slots)
-            bias = param_elems(node, b_slots)
-            other = param_elems(node, o_slots)
-        elif op == "Add" and len(node.input) == 2:
-            # the bias of a MatMul (Linear exported as MatMul + Add), or of a dynamically
-            # quantised ConvInteger / MatMulInteger (rescaled by Cast and Mul before the Add)
-            a, b = node.input
-            for act, cst in ((a, b), (b, a)):
-                if cst in const and act not in const:
-                    if _feeds_from_matmul(act, producer, const):
-                        bias = param_elems(node, (list(node.input).index(cst),))
-                    break
-        if op in ("Conv", "ConvInteger", "QLinearConv"):
-            w = node.input[3 if op == "QLinearConv" else 1]
-            out = known(node.output[0], node)
-            macs = math.prod(out) * math.prod(known(w, node)[1:])
-            out_channels = out[1]
-        elif op == "ConvTranspose":
-            out = known(node.output[0], node)
-            macs = math.prod(known(node.input[0], node)) * math.prod(known(node.input[1], node)[1:])
-            out_channels = out[1]
-        elif op == "Gemm":
-            a = known(node.input[0], node)
-            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
-            out = known(node.output[0], node)
-            macs = math.prod(out) * (a[0] if trans_a else a[-1])
-            out_channels = out[-1]
-        elif op in _MATMUL_OPS:
-            a = known(node.input[0], node)
-            out = known(node.output[0], node)
-            macs = math.prod(out) * a[-1]
-            out_channels = out[-1] if out else 1
-        params = weights + bias + other
-        if dtype == "int8":
-            flash = weights + 4 * bias + 4 * other + (4 * out_channels if weights else 0)
-        else:
-            flash = size * (weights + bias) + 4 * other
-        per_node.append((int(macs), int(params), int(flash)))
 
-    # ---- peak activation memory
-    activations = {input_name}
+def _slot_tensors(g: _Graph, node: onnx.NodeProto, slots: tuple[int, ...]) -> list[TensorProto]:
+    """The stored constants in ``node``'s input ``slots`` that are params (not int64 shapes)."""
+    out = []
+    for s in slots:
+        if s < len(node.input) and node.input[s] and node.input[s] in g.const:
+            t = g.source(node.input[s])
+            if t is not None and t.data_type not in _NOT_PARAM_DTYPES:
+                out.append(t)
+    return out
+
+
+def _elements(tensors: Sequence[TensorProto]) -> int:
+    return sum(math.prod(int(d) for d in t.dims) for t in tensors)
+
+
+def _node_params(g: _Graph, node: onnx.NodeProto) -> _NodeParams:
+    """Params of one node: the constants in its op's weight slots (``_PARAM_SLOTS``), or the
+    constant added to a matmul's output (its bias; module docstring, *params*)."""
+    op = node.op_type
+    if op in _PARAM_SLOTS:
+        w, b, o = (_slot_tensors(g, node, slots) for slots in _PARAM_SLOTS[op])
+        return _NodeParams(_elements(w), _elements(b), _elements(o), (*w, *b, *o))
+    if op == "Add" and len(node.input) == 2:
+        # the bias of a MatMul (Linear exported as MatMul + Add), or of a dynamically
+        # quantised ConvInteger / MatMulInteger (rescaled by Cast and Mul before the Add)
+        a, b = node.input
+        for act, cst in ((a, b), (b, a)):
+            if cst in g.const and act not in g.const:
+                if _feeds_from_matmul(act, g.producer, g.const):
+                    bias = _slot_tensors(g, node, (list(node.input).index(cst),))
+                    return _NodeParams(biases=_elements(bias), tensors=tuple(bias))
+                break
+    return _NodeParams()
+
+
+def _node_macs(g: _Graph, node: onnx.NodeProto) -> tuple[int, int]:
+    """(MACs, output channels) of one conv / transposed conv / Gemm / matmul node, else (0, 0):
+    the channels are what int8 stores a per-channel scale for."""
+    op = node.op_type
+    if op in ("Conv", "ConvInteger", "QLinearConv"):
+        w = node.input[3 if op == "QLinearConv" else 1]
+        out = g.known(node.output[0], node)
+        return math.prod(out) * math.prod(g.known(w, node)[1:]), out[1]
+    if op == "ConvTranspose":
+        out = g.known(node.output[0], node)
+        x, w = g.known(node.input[0], node), g.known(node.input[1], node)
+        return math.prod(x) * math.prod(w[1:]), out[1]
+    if op == "Gemm":
+        a = g.known(node.input[0], node)
+        trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+        out = g.known(node.output[0], node)
+        return math.prod(out) * (a[0] if trans_a else a[-1]), out[-1]
+    if op in _MATMUL_OPS:
+        a = g.known(node.input[0], node)
+        out = g.known(node.output[0], node)
+        return math.prod(out) * a[-1], out[-1] if out else 1
+    return 0, 0
+
+
+def _node_flash(params: _NodeParams, out_channels: int, dtype: str) -> int:
+    """Flash bytes of one node by the one flash rule (``cost.deployed_flash_bytes``): int8's
+    per-channel scales belong to a node with weights."""
+    channels = out_channels if params.weights else 0
+    return deployed_flash_bytes(params.weights, params.biases, channels, params.other, dtype)
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """The graph's activation nodes as ``peak_live_bytes`` steps, and the peak over them."""
+
+    ops: tuple[MemOp, ...]
+    op_index: dict[int, int]  # graph node index -> index in ``ops``
+    peak: PeakMemory
+
+    def live_bytes(self, idx: int) -> int | None:
+        k = self.op_index.get(idx)
+        return self.peak.live_bytes[k] if k is not None else None
+
+    def in_place(self, idx: int) -> bool:
+        k = self.op_index.get(idx)
+        return self.ops[k].in_place if k is not None else False
+
+    @property
+    def peak_node(self) -> str | None:
+        return self.ops[self.peak.peak_index].name if self.peak.peak_index >= 0 else None
+
+
+def _peak_memory(g: _Graph, size: int) -> _Schedule:
+    """Peak activation memory: every non-constant node in graph order, sized at ``size`` bytes
+    per element whatever the file stores (module docstring, *peak activation memory*)."""
+    graph = g.graph
+    activations = {g.input_name}
     ops: list[MemOp] = []
     op_index: dict[int, int] = {}
     for idx, node in enumerate(graph.node):
-        if idx in const_nodes:
+        if idx in g.const_nodes:
             continue
-        act_in = tuple(i for i in node.input if i and i not in const)
+        act_in = tuple(i for i in node.input if i and i not in g.const)
         outs = tuple(o for o in node.output if o)
         in_place = bool(act_in) and node.op_type in IN_PLACE_OPS and act_in[0] == node.input[0]
         op_index[idx] = len(ops)
@@ -749,44 +818,79 @@ def onnx_costs(
         if idx in op_index:
             for o in node.output:
                 if o:
-                    nbytes[o] = math.prod(known(o, node)) * size
-    nbytes[input_name] = math.prod(shape) * size
+                    nbytes[o] = math.prod(g.known(o, node)) * size
+    nbytes[g.input_name] = math.prod(g.input_shape) * size
     outputs = [o.name for o in graph.output if o.name in activations]
-    peak = peak_live_bytes(ops, nbytes, [input_name], outputs)
+    peak = peak_live_bytes(ops, nbytes, [g.input_name], outputs)
+    return _Schedule(tuple(ops), op_index, peak)
 
-    nodes = []
-    for idx, node in enumerate(graph.node):
-        macs, params, flash = per_node[idx]
-        out_shapes = tuple(
-            tuple(int(d) for d in shapes[o])  # type: ignore[union-attr,arg-type]
-            for o in node.output
-            if o and shapes.get(o) is not None and all(isinstance(d, int) for d in shapes[o])  # type: ignore[union-attr]
-        )
-        k = op_index.get(idx)
-        nodes.append(
-            NodeCost(
-                name=node.name or f"{node.op_type}_{idx}",
-                op_type=node.op_type,
-                macs=macs,
-                params=params,
-                flash_bytes=flash,
-                output_shapes=out_shapes,
-                live_bytes=peak.live_bytes[k] if k is not None else None,
-                in_place=ops[k].in_place if k is not None else False,
-            )
-        )
-    out_dims = shapes.get(graph.output[0].name) if graph.output else None
+
+def _static_shapes(g: _Graph, node: onnx.NodeProto) -> tuple[tuple[int, ...], ...]:
+    """The node's output shapes that inference fixed (others are left out of the breakdown)."""
+    out = []
+    for o in node.output:
+        dims = g.shapes.get(o) if o else None
+        if dims is not None and all(isinstance(d, int) for d in dims):
+            out.append(tuple(int(d) for d in dims))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def _stored_dtype(params: Iterable[_NodeParams]) -> str:
+    """The element type most param elements are stored as ("float32" when there are none)."""
+    stored: dict[int, int] = {}
+    for p in params:
+        for t in p.tensors:
+            stored[t.data_type] = stored.get(t.data_type, 0) + math.prod(int(d) for d in t.dims)
     stored_type = max(stored, key=stored.__getitem__) if stored else TensorProto.FLOAT
+    return helper.tensor_dtype_to_np_dtype(stored_type).name
+
+
+def onnx_costs(
+    model_or_path: onnx.ModelProto | str | Path,
+    *,
+    dtype: str = "float32",
+    input_shape: Sequence[int] | None = None,
+) -> GraphCosts:
+    """Params, MACs, peak activation bytes and flash bytes of an ONNX graph, with a per-node
+    breakdown (definitions in the module docstring).
+
+    Batch is fixed to 1; a dynamic C/H/W is taken from ``input_shape`` (N,C,H,W), which must
+    then be given.
+    """
+    size = _dtype_bytes(dtype)
+    g = _load_graph(model_or_path, input_shape)
+    graph = g.graph
+    params: list[_NodeParams] = []
+    macs: list[tuple[int, int]] = []
+    for idx, node in enumerate(graph.node):
+        constant = idx in g.const_nodes
+        params.append(_NodeParams() if constant else _node_params(g, node))
+        macs.append((0, 0) if constant else _node_macs(g, node))
+    schedule = _peak_memory(g, size)
+    nodes = tuple(
+        NodeCost(
+            name=node.name or f"{node.op_type}_{idx}",
+            op_type=node.op_type,
+            macs=int(macs[idx][0]),
+            params=int(params[idx].total),
+            flash_bytes=int(_node_flash(params[idx], macs[idx][1], dtype)),
+            output_shapes=_static_shapes(g, node),
+            live_bytes=schedule.live_bytes(idx),
+            in_place=schedule.in_place(idx),
+        )
+        for idx, node in enumerate(graph.node)
+    )
+    out_dims = g.shapes.get(graph.output[0].name) if graph.output else None
     return GraphCosts(
         params=sum(n.params for n in nodes),
         macs=sum(n.macs for n in nodes),
-        peak_activation_bytes=peak.peak_bytes,
+        peak_sram_bytes=schedule.peak.peak_bytes,
         flash_bytes=sum(n.flash_bytes for n in nodes),
         dtype=dtype,
-        stored_dtype=helper.tensor_dtype_to_np_dtype(stored_type).name,
-        input_name=input_name,
-        input_shape=shape,
+        stored_dtype=_stored_dtype(params),
+        input_name=g.input_name,
+        input_shape=g.input_shape,
         output_shape=tuple(d if isinstance(d, int) else -1 for d in (out_dims or ())),
-        peak_node=ops[peak.peak_index].name if peak.peak_index >= 0 else None,
-        nodes=tuple(nodes),
+        peak_node=schedule.peak_node,
+        nodes=nodes,
     )

@@ -303,7 +303,7 @@ def graph_figures(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
         total = figures.setdefault("total", {})
         total["macs"] = costs.macs
         total[f"flash_{dtype}"] = costs.flash_bytes
-        total[f"peak_{dtype}"] = costs.peak_activation_bytes
+        total[f"peak_{dtype}"] = costs.peak_sram_bytes
         for node in costs.nodes:
             seg = segment_of(node.name)
             if seg is None:  # only constant helpers (Identity of shared initialisers) lack one
@@ -326,7 +326,7 @@ def model_figures(arch: Arch, cfg: SupernetConfig) -> dict[str, dict[str, int]]:
         for name, c in parts.items():
             row = out.setdefault(name, {"macs": c.macs})
             row[f"flash_{dtype}"] = c.flash_bytes
-            row[f"peak_{dtype}"] = c.peak_activation_bytes
+            row[f"peak_{dtype}"] = c.peak_sram_bytes
     return out
 
 
@@ -490,10 +490,10 @@ def test_peak_memory_of_a_hand_made_arch(dense):
     arch = hand_arch()
     for dtype, size in (("int8", 1), ("float32", 4)):
         segments = segment_costs(arch, cfg, dtype)
-        assert {k: c.peak_activation_bytes for k, c in segments.items()} == {
+        assert {k: c.peak_sram_bytes for k, c in segments.items()} == {
             k: v * size for k, v in HAND_PEAKS[dense].items()
         }
-        assert subnet_cost(arch, cfg, dtype).peak_activation_bytes == 34560 * size
+        assert subnet_cost(arch, cfg, dtype).peak_sram_bytes == 34560 * size
     # the graph the exporter writes agrees, node by node grouped per segment
     check_whole_subnet(arch, cfg, with_fvcore=not dense)
 
@@ -533,11 +533,9 @@ def test_segments_add_up_and_costs_are_consistent():
                 assert cost.params == sum(p.params for p in parts.values())
                 assert cost.macs == sum(p.macs for p in parts.values())
                 assert cost.flash_bytes == sum(p.flash_bytes for p in parts.values())
-                assert cost.peak_activation_bytes == max(
-                    p.peak_activation_bytes for p in parts.values()
-                )
+                assert cost.peak_sram_bytes == max(p.peak_sram_bytes for p in parts.values())
                 f32 = subnet_cost(arch, cfg, "float32")
-                assert f32.peak_activation_bytes == 4 * cost.peak_activation_bytes
+                assert f32.peak_sram_bytes == 4 * cost.peak_sram_bytes
                 assert (f32.params, f32.macs) == (cost.params, cost.macs)
     with pytest.raises(ValueError, match="dtype"):
         subnet_cost(archs[0], cfg, "int4")
@@ -762,7 +760,7 @@ def test_tflm_arena_bounds_the_measured_arena(row):
     c = subnet_cost(arch, cfg, "int8")
     assert c.tflm_arena_bytes - c.tflm_persistent_bytes == activations
     assert 0 <= c.tflm_arena_bytes - arena <= TFLM_TOLERANCE
-    assert c.tflm_arena_bytes > c.peak_activation_bytes
+    assert c.tflm_arena_bytes > c.peak_sram_bytes
 
 
 def test_tflm_persistent_part_follows_the_ops_not_the_resolution():
@@ -815,7 +813,7 @@ def test_cli_cost_json_matches_the_model(cli):
     cfg = config_for_encoding("exits+parallel", preset="tiny", num_classes=100, dense_skips=True)
     want = subnet_cost(arch, cfg, "int8")
     assert (dense["peak_sram_bytes"], dense["params"]) == (
-        want.peak_activation_bytes,
+        want.peak_sram_bytes,
         want.params,
     )
     assert dense["dtype"] == "int8" and dense["dense_skips"] is True

@@ -170,8 +170,8 @@ def test_peak_memory_of_a_residual_network_by_hand(tmp_path):
     #   Conv2: x + a + b     = 1024   <- peak
     #   Add:   x + b + y     = 768
     assert [n.live_bytes for n in costs.nodes] == [768 * 4, 768 * 4, 1024 * 4, 768 * 4]
-    assert costs.peak_activation_bytes == 1024 * 4
-    assert onnx_costs(path, dtype="int8").peak_activation_bytes == 1024
+    assert costs.peak_sram_bytes == 1024 * 4
+    assert onnx_costs(path, dtype="int8").peak_sram_bytes == 1024
     assert costs.nodes[1].in_place and not costs.nodes[2].in_place
     # conv1 4*8*9 + 8, conv2 8*4*9 + 4; MACs 512*36 + 256*72
     assert costs.params == 296 + 292
@@ -221,7 +221,7 @@ def test_mobilenet_v3_small_counters_agree(tmp_path):
     assert costs.flash_bytes == flash_bytes_of_module(m, "float32")
     assert onnx_costs(path, dtype="int8").flash_bytes == flash_bytes_of_module(m, "int8")
     # the peak is the stem conv: input 3*64*64 + output 16*32*32 elements
-    assert costs.peak_activation_bytes == 4 * (3 * 64 * 64 + 16 * 32 * 32)
+    assert costs.peak_sram_bytes == 4 * (3 * 64 * 64 + 16 * 32 * 32)
 
 
 def test_latency_stats_are_sane(small_onnx):

@@ -81,7 +81,7 @@ def test_validate_fails_microcontroller_with_exit_1(mbv3, capsys):
         f"params     {costs.params:,}",
         f"MACs       {costs.macs:,}",
         f"flash      {costs.flash_bytes:,} bytes",
-        f"{costs.peak_activation_bytes:,} bytes of activations",
+        f"{costs.peak_sram_bytes:,} bytes of activations",
         "ms estimate (MACs / 1e+08 MAC/s)",
         "this host: median",
         "p90",
@@ -107,7 +107,7 @@ def test_validate_json_is_one_document_with_every_figure(mbv3, capsys):
     assert doc["params"] == costs.params
     assert doc["macs"] == costs.macs
     assert doc["flash_bytes"] == costs.flash_bytes
-    assert doc["peak_sram_bytes"] == costs.peak_activation_bytes
+    assert doc["peak_sram_bytes"] == costs.peak_sram_bytes
     lat = doc["latency"]
     assert lat["budget_basis"] == "estimate"
     assert lat["estimate_ms"] == pytest.approx(costs.macs / 1e8 * 1000)
