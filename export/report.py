@@ -200,7 +200,7 @@ def export_folder(
     and check ``model.int8.tflite``; None: for int8 profiles when the ``tflite`` extra is
     installed (else the report says why there is none); True without the extra is an error.
     """
-    from natv2.profiling.cost import subnet_cost
+    from natv2.profiling.cost import SubnetCost, subnet_cost
 
     out = Path(out)
     check_out_folder(out, "an export folder", _EXPORT_FILES)
@@ -245,7 +245,7 @@ def export_folder(
     log(f"exporting {arch.id} ({type(module).__name__}) with {EXPORTER}")
     model = to_onnx(module, resolution)
     check_onnx(model)
-    cost = None
+    cost: SubnetCost | SimpleNamespace | None = None
     if cost_config is not None:
         cost = subnet_cost(arch, cost_config)
     elif cost_counts is not None:
@@ -565,15 +565,21 @@ def export_folder(
         if tfl is not None:
             (tmp / TFLITE_FILE).write_bytes(tfl.model)
         save_module(tmp)
-        files = {
+        files: dict[str, dict[str, Any]] = {
             p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
             for p in sorted(tmp.iterdir())
             if p.is_file()
         }
         report["files"] = files
         if int8_model is not None:
-            f, q = files[FLOAT_FILE]["bytes"], files[INT8_FILE]["bytes"]
-            report["int8"].update({"file_bytes": q, "float_file_bytes": f, "size_ratio": f / q})
+            float_bytes, int8_bytes = files[FLOAT_FILE]["bytes"], files[INT8_FILE]["bytes"]
+            report["int8"].update(
+                {
+                    "file_bytes": int8_bytes,
+                    "float_file_bytes": float_bytes,
+                    "size_ratio": float_bytes / int8_bytes,
+                }
+            )
         if host_model is not None:
             report["int8_host"]["file_bytes"] = files[INT8_HOST_FILE]["bytes"]
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")

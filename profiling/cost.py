@@ -491,8 +491,8 @@ def _dense_peak(levels: Sequence[_Level], in_size: int, cols=_MCUNET_COLS) -> in
             out = add(out, o)
     last[out] = len(steps)
     best = 0
-    for j, (inp, lv) in enumerate(steps):
-        if lv is None:  # an add: every buffer alive at it
+    for j, (inp, step) in enumerate(steps):
+        if step is None:  # an add: every buffer alive at it
             live = sum(s for s, b, e in zip(size, born, last, strict=True) if b <= j <= e)
         else:
             waiting = sum(
@@ -500,7 +500,7 @@ def _dense_peak(levels: Sequence[_Level], in_size: int, cols=_MCUNET_COLS) -> in
                 for i, (s, b, e) in enumerate(zip(size, born, last, strict=True))
                 if b < j < e and i != inp
             )
-            live = waiting + (lv[kept] if last[inp] > j else lv[die])
+            live = waiting + (step[kept] if last[inp] > j else step[die])
         best = max(best, live)
     return best
 
@@ -591,13 +591,13 @@ class _Tables:
         if levels[0][10] and levels[1][11] and (not dense or len(levels) == 2):
             loose -= levels[1][11]  # folded by the exporter into level 1's project conv
         if dense and len(levels) > 2:  # depth 2 runs as without dense skips
-            key = (stage, hw_in, *codes)
-            got = self.stages.get(key)
+            stage_key = (stage, hw_in, *codes)
+            got = self.stages.get(stage_key)
             if got is None:
                 if len(self.stages) >= _MAX_STAGES:
                     self.stages.clear()
                 in_size = self.in_sizes[stage] * hw_in * hw_in
-                got = self.stages[key] = (
+                got = self.stages[stage_key] = (
                     _dense_peak(levels, in_size),
                     _dense_peak(levels, _align(in_size), _TFLM_COLS),
                 )
@@ -797,8 +797,8 @@ def segment_costs(
     counts, hw = t.stem(arch.resolution)
     out = {"stem": _cost(counts, dtype)}
     for s in range(arch.exit):
-        *counts, hw = t.stage(s, arch.levels[4 * s : 4 * s + 4], hw)
-        out[f"stage{s + 1}"] = _cost(counts, dtype)
+        *stage_counts, hw = t.stage(s, arch.levels[4 * s : 4 * s + 4], hw)
+        out[f"stage{s + 1}"] = _cost(stage_counts, dtype)
     out["head"] = _cost(t.head(arch.exit - 1, hw), dtype)
     return out
 
@@ -829,9 +829,9 @@ def cheapest_costs(space: SearchSpace, config: SupernetConfig, dtype: str) -> di
                 space.encode(Arch(base.resolution, base.width, x, (kind, kind, None, None) * 5))
             )
             cost = subnet_cost(arch, config, dtype)
-            c = cost.as_dict()
             for key in ("params", "macs", "peak_sram_bytes", "flash_bytes", "tflite_bytes"):
-                best[key] = min(best.get(key, c[key]), c[key])
+                value: int = getattr(cost, key)
+                best[key] = min(best.get(key, value), value)
             act = cost.tflm_arena_bytes - cost.tflm_persistent_bytes
             parts["act"] = min(parts.get("act", act), act)
             p = cost.tflm_persistent_bytes

@@ -288,12 +288,17 @@ def _folds_by_module_order(module: nn.Module) -> dict[int, list[nn.Module]]:
 def _layer_parts(module: nn.Module) -> tuple[list[tuple[int, int, int]], int]:
     """Per conv/linear (weight elements, bias elements after folding, output channels), and the
     elements of every other parameter (unfolded BatchNorm, norms, ...)."""
-    layers = []
+    layers: list[tuple[int, int, int]] = []
     seen: set[int] = set()
     for layer, bns in _leaf_layers(module):
-        out_ch = layer.out_channels if hasattr(layer, "out_channels") else layer.out_features
+        shaped: Any = layer  # a conv (out_channels) or a linear layer (out_features)
+        out_ch = int(
+            shaped.out_channels if hasattr(shaped, "out_channels") else shaped.out_features
+        )
         has_bias = layer.bias is not None or bool(bns)
-        layers.append((layer.weight.numel(), out_ch if has_bias else 0, out_ch))
+        weight = layer.weight
+        assert isinstance(weight, torch.Tensor)
+        layers.append((weight.numel(), out_ch if has_bias else 0, out_ch))
         seen.update(id(p) for p in layer.parameters())
         for bn in bns:
             seen.update(id(p) for p in bn.parameters())

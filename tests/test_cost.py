@@ -142,7 +142,7 @@ def hook_macs(module: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
         if isinstance(mod, nn.Conv2d):
             kh, kw = mod.kernel_size
             total += out.numel() * (mod.in_channels // mod.groups) * kh * kw
-        else:
+        elif isinstance(mod, nn.Linear):
             total += out.numel() * mod.in_features
 
     layers = [m for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
@@ -563,11 +563,11 @@ def test_cheapest_costs_bound_every_sample(preset):
             space = SearchSpace(encoding, widths=(1.0,))
             cheapest = cheapest_costs(space, cfg, "int8")
             for arch in archs_of(encoding):
-                c = subnet_cost(arch, cfg, "int8").as_dict()
-                assert all(cheapest[k] <= c[k] for k in keys), (arch.id, cheapest, c)
+                c = subnet_cost(arch, cfg, "int8")
+                assert all(cheapest[k] <= getattr(c, k) for k in keys), (arch.id, cheapest, c)
             # each figure is reached by some subnet
-            minimal = subnet_cost(space.minimal(), cfg, "int8").as_dict()
-            assert all(cheapest[k] <= minimal[k] for k in keys)
+            minimal = subnet_cost(space.minimal(), cfg, "int8")
+            assert all(cheapest[k] <= getattr(minimal, k) for k in keys)
 
 
 def write_profile(path, budgets: str, resolutions: str = "[48, 52, 56, 60, 64]") -> str:
@@ -594,6 +594,7 @@ def test_ensure_feasible_passes_a_shipped_profile_and_names_the_cheapest():
     space = SearchSpace("exits+parallel")
     cfg = cfg_of("tiny", "exits+parallel", False)
     cheapest = ensure_feasible(profile, space, cfg)
+    assert cheapest.macs is not None
     assert cheapest == Costs.of(
         {
             **cheapest_costs(space, cfg, "int8"),
@@ -631,7 +632,8 @@ def test_ensure_feasible_uses_the_profile_resolutions_and_dtype(tmp_path):
     with pytest.raises(Natv2Error, match="max_peak_sram_bytes"):
         ensure_feasible(load_profile(path), space, cfg)
     path = write_profile(tmp_path / "p48.toml", f"max_peak_sram_bytes = {budget}", "[48, 64]")
-    assert ensure_feasible(load_profile(path), space, cfg).peak_sram_bytes <= budget
+    sram = ensure_feasible(load_profile(path), space, cfg).peak_sram_bytes
+    assert sram is not None and sram <= budget
     with pytest.raises(Natv2Error, match="resolutions"):
         ensure_feasible(load_profile(path), SearchSpace("baseline", resolutions=(56,)), cfg)
 
@@ -655,7 +657,8 @@ def test_ensure_feasible_judges_a_tflm_profile_on_the_tflm_arena(tmp_path):
     assert f"max_peak_sram_bytes = {budget} but the smallest achievable tflm_arena_bytes" in msg
     assert "runtime = tflm" in msg
     Path(path).write_text(text.replace('runtime = "tflm"', 'runtime = "tinyengine"'))
-    assert ensure_feasible(load_profile(path), space, cfg).peak_sram_bytes <= budget
+    sram = ensure_feasible(load_profile(path), space, cfg).peak_sram_bytes
+    assert sram is not None and sram <= budget
 
 
 # TFLM's smallest arena and its activation part, measured by ``find_arena`` on the int8 TFLite

@@ -277,7 +277,8 @@ def _from_run(run_dir, subnet_id, postprocessed, device, dataset, data_dir, out,
         nets, _ = load_supernets(found.supernet_path)
         net = _pick_supernet(nets, arch, found.supernet_path)
         module = materialize(net, arch)
-        settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
+        raw = config.get("settings")
+        settings = raw if isinstance(raw, dict) else {}
         images = int(settings.get("calibration_images") or CALIBRATION_IMAGES)
         batch = int(settings.get("eval_batch") or EVAL_BATCH)
         log(f"recalibrating BatchNorm of {arch.id} on {images} {data.name} images, as the search")
