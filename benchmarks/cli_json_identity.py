@@ -7,8 +7,8 @@ A refactor that moves the cost model, the profiles or the export code must not c
 user's scripts read. ``record`` runs a fixed list of CLI invocations against the run directory
 of ``natv2 search`` (every front subnet through ``space decode`` and ``space cost`` on several
 profiles, every shipped profile through ``profiles show``, ``validate`` on every exported model,
-one ``export``) and stores each one's stdout and exit code; ``compare`` runs the same list and
-prints which ones differ, exiting 1 if any does.
+one ``export``, as ``--json`` and as its printed summary) and stores each one's stdout and exit
+code; ``compare`` runs the same list and prints which ones differ, exiting 1 if any does.
 
 The only bytes left out of the comparison are the host's own clock readings (``validate``'s and
 ``export``'s ``host`` timings, ``predictors compare``'s fit seconds), which differ between two
@@ -35,6 +35,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 #: keys whose values are wall-clock readings of this host, masked before comparing
 _CLOCK_KEYS = ("median_ms", "p90_ms", "mean_ms", "fit_seconds", "seconds", "wall_s")
 _CLOCK = re.compile(r'("(?:' + "|".join(_CLOCK_KEYS) + r')": )[-0-9.eE+]+')
+#: the same readings in ``export``'s human summary
+_SUMMARY_CLOCK = re.compile(r"median [0-9.]+ ms, p90 [0-9.]+ ms")
 _TIMING = ("--runs", "3", "--warmup", "1")
 _PROFILES_FOR_COST = ("microcontroller-profile", "mobile-profile", "mcu-nano-profile")
 
@@ -65,6 +67,7 @@ def _invocations(run_dir: Path, scratch: Path) -> list[list[str]]:
     where = ["--device", "microcontroller-profile"]
     out = ["--out", str(scratch / "export"), "--runs", "3", "--limit", "200"]
     calls.append(["export", str(run_dir), "--subnet", first, *where, *out, "--json"])
+    calls.append(["export", str(run_dir), "--subnet", first, *where, *out])  # the summary
     return calls
 
 
@@ -92,6 +95,7 @@ def _run(args: list[str], scratch: Path, shipped: str) -> Invocation:
             subprocess.run(["rm", "-rf", str(out)], check=True)
     done = subprocess.run(_cli(*args), capture_output=True, text=True)
     stdout = _CLOCK.sub(r"\1 0", done.stdout).replace(shipped + os.sep, "<shipped profiles>/")
+    stdout = _SUMMARY_CLOCK.sub("median 0 ms, p90 0 ms", stdout)
     return {"args": args, "rc": done.returncode, "stdout": stdout}
 
 
