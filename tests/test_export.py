@@ -18,9 +18,10 @@ from torch import nn
 from natv2.data import load_dataset
 from natv2.device_profiles import load_profile
 from natv2.errors import Natv2Error
+from natv2.export.folder import export_folder
 from natv2.export.onnx import PARITY_RTOL
 from natv2.export.quantize import quantize_int8
-from natv2.export.report import INT8_FILE, INT8_HOST_FILE, export_folder, summary
+from natv2.export.report import INT8_FILE, INT8_HOST_FILE, ExportReport, summary
 from natv2.profiling.cost import subnet_cost
 from natv2.profiling.counters import fvcore_macs, onnx_costs, params_after_bn_folding
 from natv2.space import ENCODINGS, Arch, SearchSpace
@@ -83,7 +84,7 @@ def test_every_encoding_exports_checked_and_counted(encoding, supernets, tmp_pat
     arch = some_arch(encoding, exit_)
     net = materialize(supernets[encoding], arch).eval()
     out = tmp_path / "export"
-    report = export_folder(
+    result = export_folder(
         net,
         out,
         arch=arch,
@@ -93,6 +94,10 @@ def test_every_encoding_exports_checked_and_counted(encoding, supernets, tmp_pat
         cost_config=net.config,
         latency_runs=0,
     )
+    report = result.to_dict()
+    # report.json is the report's document; --json adds where the folder is
+    assert json.loads((out / "report.json").read_text()) == report
+    assert result.to_json() == {**report, "out": str(out)}
     assert sorted(p.name for p in out.iterdir()) == [
         "arch.json",
         "model.onnx",
@@ -124,7 +129,7 @@ def test_every_encoding_exports_checked_and_counted(encoding, supernets, tmp_pat
     meta = {p.key: p.value for p in model.metadata_props}
     shape = (1, 3, arch.resolution, arch.resolution)
     macs = int(meta["macs"])
-    assert macs == fvcore_macs(net, shape) == onnx_costs(model).macs
+    assert macs == fvcore_macs(net, shape) == onnx_costs(model).macs == result.counts.macs_graph
     assert macs == subnet_cost(arch, net.config).macs
     assert meta["encoding"] == encoding and meta["arch_id"] == arch.id
     assert json.loads(meta["arch_vector"]) == [int(v) for v in SearchSpace(encoding).encode(arch)]
@@ -178,7 +183,9 @@ def test_multi_exit_ensemble_exports_as_one_graph(supernets, tmp_path):
         torch.save(model.state_dict(), folder / "model.pt")
         (folder / "arch.json").write_text(json.dumps({"format": "test", "arch": arch.to_dict()}))
 
-    report = export_folder(model, tmp_path / "aep", arch=arch, save_module=save, latency_runs=0)
+    result = export_folder(model, tmp_path / "aep", arch=arch, save_module=save, latency_runs=0)
+    report = result.to_dict()
+    assert result.cost_model is None and result.verdict is None
     graph = onnx.load(str(tmp_path / "aep" / "model.onnx"))
     assert len(graph.graph.output) == 1
     assert report["module"] == "TwoExitEnsemble" and all(
@@ -254,7 +261,7 @@ def test_int8_export_on_digits(supernets, digits, tmp_path):
     net = materialize(supernets["baseline"], arch)
     profile = load_profile("microcontroller-profile")
     out = tmp_path / "int8"
-    report = export_folder(
+    result = export_folder(
         net,
         out,
         arch=arch,
@@ -268,6 +275,7 @@ def test_int8_export_on_digits(supernets, digits, tmp_path):
         latency_runs=3,
         latency_warmup=1,
     )
+    report = result.to_dict()
     float_bytes = (out / "model.onnx").stat().st_size
     int8_bytes = (out / INT8_FILE).stat().st_size
     assert float_bytes >= 3 * int8_bytes
@@ -294,9 +302,11 @@ def test_int8_export_on_digits(supernets, digits, tmp_path):
     assert report["latency"]["latency_ms"] == pytest.approx(report["latency"]["estimate_ms"])
     assert set(report["latency"]["host"]) == {"float", "int8", "int8_host"}
     assert len(report["parity"]["float"]) == 4  # random and real images, batch 1 and 7
-    text = summary(report)
+    text = summary(result)
     assert "int8" in text and "top-1" in text
-    check_host_file(out, report)
+    assert result.verdict is not None and f"on {profile.name}" in text
+    assert ("verdict    pass" in text) == result.verdict.passed
+    check_host_file(out, result)
 
 
 def activation_zero_point_dtypes(model: onnx.ModelProto) -> set:
@@ -315,9 +325,10 @@ def int8_weights(model: onnx.ModelProto) -> list[bytes]:
     return sorted(a.tobytes() for a in arrays if a.dtype == np.int8 and a.size > 1)
 
 
-def check_host_file(out: Path, report: dict) -> None:
+def check_host_file(out: Path, result: ExportReport) -> None:
     """An int8 export also holds the host file: uint8 activations, the int8 file's weights,
     its top-1, agreement and latency reported; the deployed file stays the int8 one."""
+    report = result.to_dict()
     host = onnx.load(str(out / INT8_HOST_FILE))
     int8 = onnx.load(str(out / INT8_FILE))
     onnx.checker.check_model(host, full_check=True)
@@ -343,7 +354,7 @@ def check_host_file(out: Path, report: dict) -> None:
     lat = report["latency"]["host"]["int8_host"]
     assert lat["runs"] > 0 and lat["median_ms"] > 0 and lat["batch"] == 1
     assert report["verdict"]["deployed_file"] == INT8_FILE
-    text = summary(report)
+    text = summary(result)
     assert "latency    int8 host: median" in text and INT8_HOST_FILE in text
     assert "int8 host " in text.split("top-1", 1)[1].splitlines()[0]
 

@@ -33,7 +33,9 @@ from torch import nn
 
 from natv2.device_profiles import load_profile
 from natv2.errors import Natv2Error
-from natv2.export.report import TFLITE_FILE, export_folder, summary
+from natv2.export.folder import export_folder
+from natv2.export.report import summary
+from natv2.export.tflite import TFLITE_FILE
 from natv2.space import Arch, SearchSpace
 from natv2.supernet.config import config_for_encoding
 from natv2.supernet.elastic import conv_bias
@@ -173,7 +175,8 @@ def test_mirrored_layout_gives_the_module_outputs(name):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_int8_tflite_is_fully_int8_and_runs_in_tflm(name, exported, digits):
-    net, report, folder, seconds = exported[name]
+    net, result, folder, seconds = exported[name]
+    report = result.to_dict()
     data = (folder / TFLITE_FILE).read_bytes()
     graph = read_tflite(data)
     tfl, tflm = report["tflite"], report["tflm"]
@@ -239,7 +242,7 @@ def test_int8_tflite_is_fully_int8_and_runs_in_tflm(name, exported, digits):
         f"{acc['top1']:.3f}, onnx int8 {report['accuracy']['int8_top1']:.3f}, agreement "
         f"{acc['agreement_with_onnx_int8']:.3f}; export {seconds:.1f} s"
     )
-    text = summary(report)
+    text = summary(result)
     assert "TFLM arena" in text and "agrees with onnxruntime int8" in text
     print(text)
 
@@ -298,7 +301,7 @@ def test_cost_model_tflm_arena_on_more_subnets(name, digits, tmp_path):
         dataset=digits,
         latency_runs=0,
         calibration_images=16,
-    )
+    ).to_dict()
     arena = report["tflm"]["arena_bytes"]
     assert report["memory"]["tflm_arena_bytes"]["cost_model"] == cost.tflm_arena_bytes
     assert 0 <= cost.tflm_arena_bytes - arena <= TFLM_TOLERANCE
@@ -323,7 +326,7 @@ def test_tflite_runs_where_asked_and_fails_clearly_without_the_extra(digits, tmp
     # a float profile writes no TFLite file unless asked
     report = export_folder(
         net, tmp_path / "float", profile=load_profile("host-cpu-profile"), **kwargs
-    )
+    ).to_dict()
     assert report["tflite"] is None and report["tflm"] is None
     assert not (tmp_path / "float" / TFLITE_FILE).exists()
     import natv2.export.tflite as tflite_mod
@@ -332,10 +335,12 @@ def test_tflite_runs_where_asked_and_fails_clearly_without_the_extra(digits, tmp
     with pytest.raises(Natv2Error, match=r'pip install "natv2\[tflite\]"'):
         export_folder(net, tmp_path / "asked", tflite=True, **kwargs)
     # an int8 profile without the extra: the ONNX files, and the report says why no TFLite
-    report = export_folder(
+    result = export_folder(
         net, tmp_path / "mcu", profile=load_profile("microcontroller-profile"), **kwargs
     )
+    report = result.to_dict()
     assert "not installed" in report["tflite"]["note"] and report["tflm"] is None
+    assert result.tflite is None and "not installed" in summary(result)
     assert not (tmp_path / "mcu" / TFLITE_FILE).exists()
 
 

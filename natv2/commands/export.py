@@ -208,7 +208,8 @@ def export(
             supernet, arch_vector, encoding, calibrate_bn, device, dataset, data_dir, out, log
         )
 
-    from natv2.export.report import export_folder, summary
+    from natv2.export.folder import export_folder
+    from natv2.export.report import summary
 
     report = export_folder(
         int8=int8,
@@ -220,7 +221,7 @@ def export(
         **job,
     )
     if as_json:
-        emit_json(report)
+        emit_json(report.to_json())
     else:
         typer.echo(summary(report))
 
