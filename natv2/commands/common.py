@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
 
 from natv2.atomic import json_text
 from natv2.data.registry import DEFAULT_DATASET, READERS
+from natv2.untrusted import MAX_COUNT, MAX_THREADS
+
+# The options several commands share, declared once (typer's Annotated idiom): a command
+# writes ``as_json: JsonFlag = False`` and gets the same flag, help and range as the others.
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where datasets live.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        max=MAX_THREADS,
+        help="onnxruntime intra-op threads (default: physical cores).",
+    ),
+]
+TestLimit = Annotated[
+    int | None,
+    typer.Option(
+        "--limit", min=1, max=MAX_COUNT, help="Measure top-1 on the first N test images only."
+    ),
+]
 
 
 def emit_json(doc: Any) -> None:

@@ -27,9 +27,17 @@ from typing import Any
 
 import typer
 
-from natv2.commands.common import dataset_help, emit_json, make_logger
+from natv2.commands.common import (
+    DataDir,
+    JsonFlag,
+    TestLimit,
+    Threads,
+    dataset_help,
+    emit_json,
+    make_logger,
+)
 from natv2.errors import Natv2Error
-from natv2.untrusted import MAX_COUNT, MAX_RUNS, MAX_THREADS
+from natv2.untrusted import MAX_RUNS
 
 CALIBRATION_IMAGES = 500  # unless the run's config.json records its own
 EVAL_BATCH = 250
@@ -162,21 +170,13 @@ def export(
         "--dataset",
         help="Dataset for top-1, real-image parity, int8 calibration. " + dataset_help(),
     ),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Where datasets live."),
+    data_dir: DataDir = None,
     runs: int = typer.Option(
         50, "--runs", min=0, max=MAX_RUNS, help="Timed latency runs (0: skip)."
     ),
-    threads: int | None = typer.Option(
-        None,
-        "--threads",
-        min=1,
-        max=MAX_THREADS,
-        help="onnxruntime intra-op threads (default: physical cores).",
-    ),
-    limit: int | None = typer.Option(
-        None, "--limit", min=1, max=MAX_COUNT, help="Measure top-1 on the first N test images only."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    threads: Threads = None,
+    limit: TestLimit = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Export a subnet: ONNX (float, and int8 + int8 TFLite for int8 profiles), weights, arch
     and a report."""

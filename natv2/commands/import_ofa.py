@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from natv2.commands.common import emit_json
+from natv2.commands.common import JsonFlag, emit_json
 from natv2.errors import Natv2Error
 from natv2.space import WIDTHS
 from natv2.untrusted import MAX_CLASSES, MAX_SEED
@@ -29,7 +29,7 @@ def import_ofa(
     ),
     out: Path = typer.Option(..., "--out", help="Where to write the natv2 supernet checkpoint."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed of a re-initialised classifier."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Import OFA's pretrained MobileNetV3 supernet (w1.0|w1.2) as a baseline-encoding supernet."""
     if width not in WIDTHS:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from natv2.commands.common import emit_json, make_logger
+from natv2.commands.common import JsonFlag, emit_json, make_logger
 from natv2.untrusted import MAX_COUNT, MAX_SEED
 
 
@@ -60,7 +60,7 @@ def postprocess(
     ),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Random seed."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, cuda or cuda:N."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Fine-tune a subnet of a search run in two phases (choose e epochs on validation, then
     train on train + validation for e epochs) and save it to RUN_DIR/postprocessed/ID."""

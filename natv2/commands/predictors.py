@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from natv2.commands.common import emit_json
+from natv2.commands.common import JsonFlag, emit_json
 from natv2.errors import Natv2Error
 from natv2.untrusted import MAX_RUNS, MAX_SEED
 
@@ -81,7 +81,7 @@ def compare(
     seed: int = typer.Option(
         0, "--seed", min=0, max=MAX_SEED, help="Seed of the folds and the predictors."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Spearman rho, Kendall tau, RMSE and fit time of every predictor on the archive (k-fold)."""
     from natv2.predictors import FEATURES, cross_validate, parse_predictor_names

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from natv2.commands.common import emit_json
+from natv2.commands.common import JsonFlag, emit_json
 from natv2.device_profiles import list_profiles, load_profile
 
 app = typer.Typer(help="Device profiles: budgets and objectives for a class of device.")
@@ -12,7 +12,7 @@ app = typer.Typer(help="Device profiles: budgets and objectives for a class of d
 
 @app.command("list")
 def list_(
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: JsonFlag = False,
 ) -> None:
     """The shipped profiles, one line each: name and description."""
     records = [
@@ -39,7 +39,7 @@ def _value(value: object) -> str:
 @app.command()
 def show(
     profile: str = typer.Argument(..., help="A shipped profile name or the path of a TOML file."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Hardware inputs, task, and every budget with whether it was given or derived."""
     prof = load_profile(profile)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from natv2.commands.common import dataset_help, emit_json, make_logger
+from natv2.commands.common import JsonFlag, dataset_help, emit_json, make_logger
 from natv2.data.registry import DEFAULT_DATASET
 from natv2.space import ENCODINGS
 from natv2.untrusted import MAX_COUNT, MAX_SEED, file_errors
@@ -62,7 +62,7 @@ def search(
         "plus the front's extremes) instead of pymoo's HighTradeoffPoints outliers.",
     ),
     accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Search the subnets that fit a device: pretrain or reuse a supernet, run NATv2, write RUN_DIR.
 

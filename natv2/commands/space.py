@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import typer
 
-from natv2.commands.common import emit_json, vector_text
+from natv2.commands.common import JsonFlag, emit_json, vector_text
 from natv2.errors import Natv2Error
 from natv2.space import ENCODINGS, SAMPLERS, SearchSpace, parse_vector
 from natv2.untrusted import MAX_SAMPLES, MAX_SEED
@@ -33,7 +33,7 @@ def sample(
     n: int = typer.Option(5, "-n", min=1, max=MAX_SAMPLES, help="How many subnets."),
     sampler: str = typer.Option("natv2", help=f"One of: {', '.join(SAMPLERS)}."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Draw subnets with NATv2's depth-uniform sampler or NAT's uniform one."""
     space = SearchSpace(encoding)
@@ -50,7 +50,7 @@ def sample(
 def decode(
     vector: str = typer.Argument(..., help="Comma-separated integers, e.g. 4,1,4,9,9,0,0,..."),
     encoding: str = EncodingOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Show the Arch of a vector and its canonical form."""
     space = SearchSpace(encoding)
@@ -104,7 +104,7 @@ def cost(
     device: str | None = typer.Option(
         None, "--device", help="A device profile (shipped name or TOML path): check its budgets."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: JsonFlag = False,
 ) -> None:
     """What a subnet costs (params, MACs, peak SRAM, flash) and, with --device, whether it fits.
 

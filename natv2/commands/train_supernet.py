@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from natv2.commands.common import dataset_help, emit_json, make_logger
+from natv2.commands.common import JsonFlag, dataset_help, emit_json, make_logger
 from natv2.data.registry import DEFAULT_DATASET
 from natv2.space import ENCODINGS
 from natv2.untrusted import MAX_SEED, check_out_file, output_folder
@@ -31,7 +31,7 @@ def train_supernet(
     resume: bool = typer.Option(False, help="Continue an interrupted run from its checkpoint."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
     accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Pretrain a supernet: sandwich training of all subnets at once, or EPS phases.
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import typer
 
-from natv2.commands.common import emit_json
-from natv2.untrusted import MAX_COUNT, MAX_RESOLUTION, MAX_RUNS, MAX_THREADS
+from natv2.commands.common import DataDir, JsonFlag, TestLimit, Threads, emit_json
+from natv2.untrusted import MAX_RESOLUTION, MAX_RUNS
 
 
 def validate(
@@ -24,7 +24,7 @@ def validate(
     dataset: str | None = typer.Option(
         None, "--dataset", help="Measure top-1 on this dataset's test split (e.g. cifar10)."
     ),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Where datasets live."),
+    data_dir: DataDir = None,
     resolution: int | None = typer.Option(
         None,
         "--resolution",
@@ -32,21 +32,13 @@ def validate(
         max=MAX_RESOLUTION,
         help="Input H = W, for models with a dynamic input size.",
     ),
-    threads: int | None = typer.Option(
-        None,
-        "--threads",
-        min=1,
-        max=MAX_THREADS,
-        help="onnxruntime intra-op threads (default: physical cores).",
-    ),
+    threads: Threads = None,
     warmup: int = typer.Option(
         20, "--warmup", min=0, max=MAX_RUNS, help="Untimed runs before timing."
     ),
     runs: int = typer.Option(100, "--runs", min=1, max=MAX_RUNS, help="Timed runs."),
-    limit: int | None = typer.Option(
-        None, "--limit", min=1, max=MAX_COUNT, help="Measure top-1 on the first N test images only."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    limit: TestLimit = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Params, MACs, flash, peak memory, latency (and top-1) of MODEL against a device profile.
 
