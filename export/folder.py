@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from natv2 import __version__
-from natv2.device_profiles import Costs, Profile
+from natv2.device_profiles import Profile
 from natv2.errors import Natv2Error
 from natv2.export.onnx import (
     EXPORTER,
@@ -77,6 +77,7 @@ from natv2.export.report import (
     Top1,
 )
 from natv2.export.tflite import TFLITE_FILE
+from natv2.export.validate import costs_of_graph
 from natv2.profiling.counters import GraphCosts, onnx_costs
 from natv2.profiling.latency import LatencyStats, measure_latency
 from natv2.space import Arch
@@ -493,7 +494,6 @@ def _sram_basis(profile: Profile, measured: bool) -> str:
 def _verdict(
     profile: Profile | None,
     deployed: str,
-    counts: CountCheck,
     graph_costs: GraphCosts,
     cost_model: SubnetCost | None,
     tflm: _Tflm | None,
@@ -510,14 +510,8 @@ def _verdict(
         arena = cost_model.tflm_arena_bytes if arena is None else arena
         tflite_bytes = cost_model.tflite_bytes if tflite_bytes is None else tflite_bytes
     judged = profile.judge(
-        Costs(
-            params=counts.params_graph,
-            macs=counts.macs_graph,
-            flash_bytes=graph_costs.flash_bytes,
-            peak_sram_bytes=graph_costs.peak_sram_bytes,
-            tflm_arena_bytes=arena,
-            tflite_bytes=tflite_bytes,
-            latency_ms=latency.latency_ms,
+        costs_of_graph(
+            graph_costs, latency.latency_ms, tflm_arena_bytes=arena, tflite_bytes=tflite_bytes
         )
     )
     return ExportVerdict(
@@ -687,7 +681,7 @@ def export_folder(
         threads=threads,
         log=log,
     )
-    verdict = _verdict(profile, deployed, counts, graph_costs, cost_model, tflm, latency)
+    verdict = _verdict(profile, deployed, graph_costs, cost_model, tflm, latency)
 
     artefacts = {TIMED_FILES[k]: m.SerializeToString() for k, m in timed.items() if m is not None}
     if tflm is not None:

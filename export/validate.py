@@ -25,7 +25,13 @@ from natv2.profiling.counters import GraphCosts, image_input, load_onnx, onnx_co
 from natv2.profiling.latency import LatencyStats, measure_latency, physical_cores, run_failure
 from natv2.untrusted import MAX_RESOLUTION, read_int
 
-__all__ = ["DatasetLike", "ValidationReport", "top1_accuracy", "validate_onnx"]
+__all__ = [
+    "DatasetLike",
+    "ValidationReport",
+    "costs_of_graph",
+    "top1_accuracy",
+    "validate_onnx",
+]
 
 #: most bytes of input images prepared at once for top-1 (at --resolution 2048 one image is
 #: 48 MiB as float32, and a batch of 64 would need 3 GiB before onnxruntime even runs)
@@ -257,6 +263,27 @@ def top1_accuracy(
     return correct / n, n
 
 
+def costs_of_graph(
+    costs: GraphCosts,
+    latency_ms: float | None,
+    *,
+    tflm_arena_bytes: int | None = None,
+    tflite_bytes: int | None = None,
+) -> Costs:
+    """What a profile judges an ONNX file on: the graph's own counts at the profile's dtype,
+    the latency the profile's rule chose (``Profile.judged_latency_ms``) and, for a TFLM
+    profile, TFLM's arena and the TFLite file where the caller has them (``export``)."""
+    return Costs(
+        params=costs.params,
+        macs=costs.macs,
+        flash_bytes=costs.flash_bytes,
+        peak_sram_bytes=costs.peak_sram_bytes,
+        tflm_arena_bytes=tflm_arena_bytes,
+        tflite_bytes=tflite_bytes,
+        latency_ms=latency_ms,
+    )
+
+
 def validate_onnx(
     model_path: str | Path,
     profile: Profile | str | Path,
@@ -315,13 +342,5 @@ def validate_onnx(
         label = dataset_name if dataset_name else getattr(dataset, "name", "dataset")
         accuracy = Accuracy(top1, n, label)
     judged_ms = prof.judged_latency_ms(estimate, host.median_ms)
-    verdict = prof.judge(
-        Costs(
-            params=costs.params,
-            macs=costs.macs,
-            flash_bytes=costs.flash_bytes,
-            peak_sram_bytes=costs.peak_sram_bytes,
-            latency_ms=judged_ms,
-        )
-    )
+    verdict = prof.judge(costs_of_graph(costs, judged_ms))
     return ValidationReport(path, prof, costs, host, estimate, accuracy, verdict)
