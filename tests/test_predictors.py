@@ -276,6 +276,33 @@ def test_decoded_features_spell_out_branches_expand_kernel_and_depth():
     assert G[col["L1.pw"]] == 0 and G[col["L1.expand"]] == 6 and G[col["L1.kernel"]] == 7
 
 
+def test_decoded_features_count_branch_only_levels_by_kind_and_longest_run():
+    space = SearchSpace("exits+parallel")
+    enc = FeatureEncoder(space, "decoded")
+    col = {name: i for i, name in enumerate(enc.feature_names())}
+
+    def with_masks(masks: list[int]) -> np.ndarray:
+        """The maximal subnet with stage 1's four levels given these branch masks (E6 K7)."""
+        v = space.encode(space.maximal()).copy()
+        for i, mask in enumerate(masks):
+            v[space.level_offset + i] = 1 + (mask - 1) * 9 + 8
+        return space.canonical_batch(v[None, :])[0]
+
+    run_of_four, broken_run = enc.transform(
+        np.stack([with_masks([2, 4, 6, 2]), with_masks([2, 7, 4, 6])])
+    )
+    assert run_of_four[col["pw_only_levels"]] == 2
+    assert run_of_four[col["tr_only_levels"]] == 1
+    assert run_of_four[col["pw_tr_levels"]] == 1
+    assert run_of_four[col["branch_only_levels"]] == 4
+    assert run_of_four[col["branch_only_run"]] == 4  # four in a row, no IRB between them
+    assert broken_run[col["branch_only_levels"]] == 3
+    assert broken_run[col["branch_only_run"]] == 2  # the IRB of level 2 breaks the run
+    maximal = enc.transform(space.encode(space.maximal())[None, :])[0]
+    assert maximal[col["branch_only_run"]] == 0 and maximal[col["pw_tr_levels"]] == 0
+    assert np.all((enc.lo <= run_of_four) & (enc.hi >= run_of_four))
+
+
 def test_search_ranks_with_decoded_features():
     from natv2.predictors import SEARCH_FEATURES
 
