@@ -163,7 +163,7 @@ def export(
         None,
         "--tflite/--no-tflite",
         help="Write model.int8.tflite and run it in TensorFlow Lite Micro (default: for int8 "
-        'profiles, when pip install "natv2[tflite]" is done).',
+        'profiles, when pip install "natv2\\[tflite]" is done).',
     ),
     dataset: str | None = typer.Option(
         None,

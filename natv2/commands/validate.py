@@ -43,7 +43,7 @@ def validate(
     """Params, MACs, flash, peak memory, latency (and top-1) of MODEL against a device profile.
 
     MODEL is an ONNX file, or a .tflite file (then run by TensorFlow Lite Micro: the arena is
-    its peak SRAM; needs pip install "natv2[tflite]")."""
+    its peak SRAM; needs pip install "natv2\\[tflite]")."""
     from natv2.device_profiles import load_profile
 
     if model.suffix.lower() == ".tflite":
