@@ -83,3 +83,20 @@ def joint_exit_loss(
     for loss in losses[1:]:
         total = total + loss
     return total
+
+
+def feature_distillation_loss(
+    student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Stage-output distillation: the mean over the student's stages of the squared distance to
+    the teacher's (detached) output of the same stage, relative to the teacher's mean square.
+    Each stage output feeds shared weights (the next stage, an exit head), so a subnet whose
+    stage outputs stay close to the maximal subnet's keeps those weights' inputs alike. The
+    teacher's map is average-pooled to the student's size when their resolutions differ."""
+    losses = []
+    for s, t in zip(student, teacher, strict=False):
+        t = t.detach().float()
+        if t.shape[-2:] != s.shape[-2:]:
+            t = F.adaptive_avg_pool2d(t, (s.shape[-2], s.shape[-1]))
+        losses.append(F.mse_loss(s.float(), t) / t.pow(2).mean().clamp_min(1e-8))
+    return torch.stack(losses).mean()

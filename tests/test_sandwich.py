@@ -16,7 +16,7 @@ import torch
 
 from natv2.accelerator import resolve_accelerator
 from natv2.data import load_dataset
-from natv2.distill import inplace_distillation_target, teacher_probs
+from natv2.distill import feature_distillation_loss, inplace_distillation_target, teacher_probs
 from natv2.errors import Natv2Error
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet, config_for_encoding
@@ -114,7 +114,8 @@ def test_every_training_step_runs_maximal_minimal_and_random_subnets(digits):
     assert {1, 5} <= exits  # every exit can be live from the first step
 
 
-def test_inplace_distillation_target_is_detached(digits):
+@pytest.mark.parametrize("feature_kd", [0.0, 1.0])
+def test_inplace_distillation_target_is_detached(digits, feature_kd):
     logits = torch.randn(4, 10, requires_grad=True)
     target = inplace_distillation_target(logits)
     assert not target.requires_grad
@@ -122,6 +123,7 @@ def test_inplace_distillation_target_is_detached(digits):
     # behaviour: a student identical to the maximal subnet gets a zero distillation gradient,
     # so a step of [maximal, maximal] moves the weights exactly as a step of [maximal] does;
     # were the target not detached, the student's loss would also push the teacher's logits
+    # (and, with stage-output distillation, the teacher's stage outputs)
     acc = resolve_accelerator("cpu")
     space = small_space()
     phase = Phase("sandwich", 1, 0.1, tiny_sandwich().phases[0].choices, 2)
@@ -130,7 +132,7 @@ def test_inplace_distillation_target_is_detached(digits):
     weights = []
     for copies in (1, 2):
         net = net_for(seed=4)
-        sched = tiny_sandwich(subnets=copies, grad_clip_value=None)
+        sched = tiny_sandwich(subnets=copies, grad_clip_value=None, feature_kd_weight=feature_kd)
         trainer = SupernetTrainer(net, digits, acc, sched, seed=0, show_progress=False)
         trainer.train_step(
             xb, yb, replace(phase, subnets_per_batch=copies), lambda rng, k: [space.maximal()] * k
@@ -141,6 +143,24 @@ def test_inplace_distillation_target_is_detached(digits):
         assert torch.allclose(w, weights[1][name], atol=1e-6), name
         moved += 1
     assert moved > 10
+
+
+def test_stage_output_distillation_pools_the_teacher_and_trains_only_the_student():
+    torch.manual_seed(0)
+    teacher = [torch.randn(4, 8, 16, 16, requires_grad=True), torch.randn(4, 16, 8, 8)]
+    same = [t.detach().clone().requires_grad_(True) for t in teacher]
+    assert feature_distillation_loss(same, teacher) == 0
+    # a student at a lower resolution (12 px instead of 16) is compared with the teacher's map
+    # average-pooled to its size; stages after the student's exit are not compared
+    pooled = torch.nn.functional.adaptive_avg_pool2d(teacher[0].detach(), (12, 12))
+    student = [pooled.clone().requires_grad_(True)]
+    assert feature_distillation_loss(student, teacher) == 0
+    student = [torch.zeros(4, 8, 12, 12, requires_grad=True)]
+    loss = feature_distillation_loss(student, teacher)
+    assert loss.item() == pytest.approx(1.0)  # relative to the teacher's mean square
+    loss.backward()
+    assert student[0].grad is not None and student[0].grad.abs().sum() > 0
+    assert teacher[0].grad is None  # the teacher's output is a target, never trained towards
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

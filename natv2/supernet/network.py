@@ -138,15 +138,18 @@ class OFAv2Supernet(nn.Module):
             outs.append(x)
         return outs
 
-    def forward(self, x: torch.Tensor, all_exits: bool = False):
+    def forward(self, x: torch.Tensor, all_exits: bool = False, features: bool = False):
         """Logits of the active exit; with ``all_exits``, the list of every exit's logits up to
-        it (through ``forward`` so that DistributedDataParallel sees the call)."""
+        it (through ``forward`` so that DistributedDataParallel sees the call). With
+        ``features``, a pair: those logits and the output of every stage up to the exit."""
         feats = self.stage_features(x)
         if all_exits:
-            return [
+            out = [
                 self.exits[str(s + 1)](f) for s, f in enumerate(feats) if str(s + 1) in self.exits
             ]
-        return self.exits[str(self.active.exit)](feats[-1])
+        else:
+            out = self.exits[str(self.active.exit)](feats[-1])
+        return (out, feats) if features else out
 
     def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every exit head up to the active exit (only the last in a no-exit supernet)."""
