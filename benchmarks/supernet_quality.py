@@ -9,7 +9,9 @@ quantiles of 400 subnets from NATv2's sampler with seed 0), this prints the test
     on this machine: AdamW 3e-3, batch 64, the dataset's training augmentation, the subnet's own
     resolution; BatchNorm recalibrated the same way,
 
-with the wall time and steps of each. The supernets are trained by the same code the CLI uses
+with the wall time and steps of each, and (``--random``) the mean, min and max of (a) over 30
+NATv2-sampled subnets per schedule, a figure of the whole space that is less noisy than five
+subnets when schedules are compared. The supernets are trained by the same code the CLI uses
 (``natv2.pretrain``) and kept in the natv2 cache, so the main job's supernet is reused when the
 options match (``natv2 search`` on mnist5k pretrains ``scratch`` for ``tiny-w1.0``, seed 0).
 
@@ -102,6 +104,14 @@ def main() -> None:
     ap.add_argument("--schedules", nargs="+", default=["scratch", "cpu-demo"])
     ap.add_argument("--alone-seconds", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--random",
+        type=int,
+        default=30,
+        help="also print each schedule's mean, min and max (a) over this many subnets from "
+        "NATv2's sampler (seed 123): a figure of the whole space, less noisy than 5 subnets "
+        "(0: skip)",
+    )
     args = ap.parse_args()
     torch.set_flush_denormal(True)
     acc = resolve_accelerator("cpu")
@@ -139,6 +149,18 @@ def main() -> None:
         row += [f"{100 * top1:.1f}%", f"{secs:.0f}", str(steps)]
         rows.append(row)
         print("  done:", " | ".join(row), flush=True)
+    if args.random > 0:
+        sample = space.sample(args.random, np.random.default_rng(123), "natv2")
+        print(f"\n(a) over {args.random} NATv2-sampled subnets (seed 123), mean / min / max:")
+        for schedule in args.schedules:
+            tops = [
+                100 * evaluate_subnet(supernets[schedule], space.decode(v), cache)["top1"]
+                for v in sample
+            ]
+            print(
+                f"  {schedule}: {np.mean(tops):.1f}% / {min(tops):.1f}% / {max(tops):.1f}%",
+                flush=True,
+            )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     print()
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
