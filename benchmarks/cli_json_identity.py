@@ -17,6 +17,17 @@ runs of the same code, and the folder the shipped profiles are installed in (``s
 and their order, must match exactly. The CLI runs in a subprocess with this interpreter, so
 ``PYTHONPATH`` decides which code is judged; run it from the checkout's root (the current
 folder comes first on Python's path).
+
+Record the old code from its own installation: with natv2 installed editable from the new
+checkout, running from the old checkout's root imports the old ``natv2`` but the new
+``natv2.profiling``, ``natv2.export`` and ``natv2.device_profiles`` (the editable finder maps
+those), which is no "before" at all. For example::
+
+    git worktree add /tmp/old REV && python3 -m venv /tmp/oldvenv
+    echo "$PWD/.venv/lib/python3.11/site-packages" \
+        > /tmp/oldvenv/lib/python3.11/site-packages/deps.pth     # reuse the dependencies
+    /tmp/oldvenv/bin/pip install --no-deps -e /tmp/old
+    cd /tmp/old && /tmp/oldvenv/bin/python /path/to/cli_json_identity.py record RUN before.json
 """
 
 from __future__ import annotations
