@@ -21,7 +21,9 @@ def search(
     ),
     dataset: str = typer.Option(DEFAULT_DATASET, help=dataset_help()),
     data_dir: Path | None = typer.Option(None, help="Where datasets live (default ./data)."),
-    download: bool = typer.Option(False, help="Download CIFAR when missing."),
+    download: bool = typer.Option(
+        False, help="Download CIFAR, MNIST or Fashion-MNIST when missing."
+    ),
     supernet: str = typer.Option(
         "tiny-w1.0",
         help="A preset (tiny, tiny-w1.0, ofa-mbv3, ofa-mbv3-w1.2, ...; pretrained on first use and "

@@ -19,7 +19,9 @@ def train_supernet(
     encoding: str = typer.Option("exits+parallel", "--encoding", "-e", help=", ".join(ENCODINGS)),
     dataset: str = typer.Option(DEFAULT_DATASET, help=dataset_help()),
     data_dir: Path | None = typer.Option(None, help="Where datasets live (default ./data)."),
-    download: bool = typer.Option(False, help="Download CIFAR when missing."),
+    download: bool = typer.Option(
+        False, help="Download CIFAR, MNIST or Fashion-MNIST when missing."
+    ),
     schedule: str = typer.Option(
         "scratch",
         help="scratch (all subnets at once from random weights: minutes on a CPU), scratch-full "

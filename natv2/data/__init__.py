@@ -1,12 +1,13 @@
 """Datasets, their splits, and the batch transform every command shares.
 
 One ``--dataset`` string selects a dataset (:func:`load_dataset`): ``mnist5k`` (the default),
-``digits``, ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagefolder:PATH`` or ``npz:PATH``;
-each reader's module in :mod:`natv2.data.datasets` says what it reads and how it splits. Images
-are kept as uint8 tensors Nx3xSxS (:mod:`~natv2.data.images`, :mod:`~natv2.data.imagesets`);
-splits are stratified and seeded by a constant (:mod:`~natv2.data.splits`); batches become
-network input through :class:`BatchTransform` (:mod:`~natv2.data.transforms`) and come from
-:func:`make_loader` (:mod:`~natv2.data.loader`).
+``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``tinyimagenet``,
+``imagefolder:PATH`` or ``npz:PATH``; each reader's module in :mod:`natv2.data.datasets` says
+what it reads and how it splits. Images are kept as uint8 tensors Nx3xSxS
+(:mod:`~natv2.data.images`, :mod:`~natv2.data.imagesets`); splits are stratified and seeded by a
+constant (:mod:`~natv2.data.splits`); batches become network input through
+:class:`BatchTransform` (:mod:`~natv2.data.transforms`) and come from :func:`make_loader`
+(:mod:`~natv2.data.loader`).
 
 The names below load on first use (PEP 562), so that the CLI can read the reader registry
 (:mod:`natv2.data.registry`, its ``--dataset`` help) at start-up without importing torch.

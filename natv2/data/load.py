@@ -34,8 +34,9 @@ def load_dataset(
 ) -> DatasetSplits:
     """Load the dataset a ``--dataset`` string names (:data:`~natv2.data.registry.READERS`).
 
-    ``data_dir`` (default ``./data``) is where cifar10/cifar100/tinyimagenet live; ``download``
-    lets torchvision fetch CIFAR; ``storage_size`` overrides the side images are stored at.
+    ``data_dir`` (default ``./data``) is where cifar10/cifar100/tinyimagenet/mnist/fashion-mnist
+    live; ``download`` lets torchvision fetch CIFAR, MNIST and Fashion-MNIST; ``storage_size``
+    overrides the side images are stored at.
     """
     _check_storage_size(storage_size)
     kind, _, arg = spec.strip().partition(":")

@@ -23,10 +23,10 @@ DEFAULT_DATASET = "mnist5k"
 class ReadRequest:
     """One parsed ``--dataset`` string and the loading options, as a reader receives them."""
 
-    name: str  # the reader's name, e.g. "cifar100" (one reader module serves both CIFARs)
+    name: str  # the reader's name, e.g. "cifar100" (one reader module may serve several)
     path: Path | None  # PATH of a reader that takes one (user-expanded), else None
-    data_dir: Path  # where datasets on disk live (cifar10, cifar100, tinyimagenet)
-    download: bool  # let torchvision fetch CIFAR
+    data_dir: Path  # where datasets on disk live (cifar10, cifar100, tinyimagenet, mnist, ...)
+    download: bool  # let torchvision fetch CIFAR, MNIST or Fashion-MNIST
     storage_size: int | None  # the side images are stored at; None: the reader's default
     split_seed: int
 
@@ -63,6 +63,8 @@ _HOME = "natv2.data.datasets"
 READERS: tuple[Reader, ...] = (
     Reader("mnist5k", "5,000 MNIST digits, embedded", f"{_HOME}.mnist5k"),
     Reader("digits", "scikit-learn's 8x8 digits", f"{_HOME}.digits"),
+    Reader("mnist", "the 70,000 MNIST digits, IDX files under --data-dir", f"{_HOME}.idx"),
+    Reader("fashion-mnist", "Zalando's Fashion-MNIST, IDX files or Debian's", f"{_HOME}.idx"),
     Reader("cifar10", "torchvision's files under --data-dir", f"{_HOME}.cifar"),
     Reader("cifar100", "torchvision's files under --data-dir", f"{_HOME}.cifar"),
     Reader("tinyimagenet", "tiny-imagenet-200/ under --data-dir", f"{_HOME}.tinyimagenet"),
