@@ -32,6 +32,9 @@ Schema (every table and key is listed in ``_SCHEMA``; unknown keys are errors)::
                                             #   peak_sram, latency
     resolutions = [48, 52, 56, 60, 64]      # optional, default all five
     target_latency_ms = 500                 # optional
+    max_top1_drop = 0.01                    # optional, default 0.01: how far an int8 file's
+                                            #   test top-1 may fall below the float model's
+                                            #   (a fraction; export and validate judge it)
     [budgets]                               # every key optional; explicit values win
     max_params / max_macs / max_flash_bytes / max_peak_sram_bytes / max_latency_ms
 
@@ -68,6 +71,7 @@ from typing import Any
 
 from natv2.device_profiles.profile import (
     BUDGET_KEYS,
+    DEFAULT_MAX_TOP1_DROP,
     DTYPES,
     LATENCY_MODES,
     OBJECTIVES,
@@ -100,6 +104,7 @@ _SCHEMA: dict[str, dict[str, str] | str] = {
         "objectives": "strlist",
         "resolutions": "intlist",
         "target_latency_ms": "num",
+        "max_top1_drop": "num",
     },
     "budgets": dict.fromkeys(BUDGET_KEYS, "num"),
 }
@@ -364,6 +369,17 @@ def _target_latency(task: dict[str, Any], src: str) -> float | int | None:
     return target
 
 
+def _max_top1_drop(task: dict[str, Any], src: str) -> float:
+    """How far a quantized file's top-1 may fall below float: a fraction in [0, 1]."""
+    value = task.get("max_top1_drop", DEFAULT_MAX_TOP1_DROP)
+    if not 0 <= value <= 1:
+        raise Natv2Error(
+            f"{src}: 'task.max_top1_drop' must be a fraction in 0..1 (0.01 = one point of "
+            f"top-1), got {value}"
+        )
+    return float(value)
+
+
 def _check_given_budgets(given: dict[str, Any], hw: dict[str, Any], src: str) -> None:
     """Budgets written in [budgets]: positive, and a memory budget within the memory."""
     for key, value in given.items():
@@ -437,6 +453,7 @@ def _parse(text: str, src: str) -> Profile:
     objectives = _objectives(task, src)
     resolutions = _resolutions(task, src)
     target = _target_latency(task, src)
+    max_drop = _max_top1_drop(task, src)
     _check_given_budgets(given, hw, src)
     budgets, derived = _derived_budgets(hw, given, margin, target, src)
     budgets.update(given)  # explicit values win
@@ -460,6 +477,7 @@ def _parse(text: str, src: str) -> Profile:
         objectives=tuple(objectives),
         resolutions=tuple(resolutions),
         target_latency_ms=float(target) if target is not None else None,
+        max_top1_drop=max_drop,
         budgets=ordered,
         derived_from={k: derived[k] for k in ordered if k in derived},
     )

@@ -11,7 +11,7 @@ Standard library only (and natv2's error type): this module knows nothing of tor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -47,6 +47,14 @@ COST_KEYS: dict[str, str] = {
     "latency_ms": "max_latency_ms",
 }
 BUDGET_KEYS: tuple[str, ...] = tuple(COST_KEYS.values())
+#: how far a quantized file's test top-1 may fall below its float model's on the same images
+#: (a fraction: 0.01 is one point), unless a profile sets ``task.max_top1_drop``
+DEFAULT_MAX_TOP1_DROP = 0.01
+#: fewest test images a quantized file's top-1 is judged on: with fewer, one image is more than
+#: the tolerance and the check is named as not done instead of passed
+MIN_TOP1_IMAGES = 200
+#: the budget key a quantized file's top-1 is judged against (``Verdict.unchecked`` names it)
+TOP1_DROP_KEY = "max_top1_drop"
 
 
 @dataclass(frozen=True)
@@ -104,22 +112,96 @@ class BudgetCheck:
 
 
 @dataclass(frozen=True)
+class QuantizedTop1:
+    """A quantized file's test top-1 and its float model's, measured on the same images."""
+
+    file: str  # e.g. "model.int8.onnx", "model.int8.tflite (TFLM)"
+    float_top1: float
+    top1: float
+    images: int
+
+
+@dataclass(frozen=True)
+class Top1Check:
+    """A quantized file against its float model: ``passed`` when top-1 fell by at most
+    ``tolerance`` (a fraction) on the ``images`` test images both saw."""
+
+    file: str
+    float_top1: float
+    top1: float
+    images: int
+    tolerance: float
+
+    @property
+    def drop(self) -> float:
+        return self.float_top1 - self.top1
+
+    @property
+    def change_text(self) -> str:
+        """``0.40 points lower`` / ``0.10 points higher`` / ``the same``."""
+        if round(self.drop * self.images) == 0:
+            return "the same"
+        return f"{100 * abs(self.drop):.2f} points {'lower' if self.drop > 0 else 'higher'}"
+
+    @property
+    def passed(self) -> bool:
+        # one image's worth of float rounding never decides it: compare counts of images
+        return round(self.drop * self.images) <= round(self.tolerance * self.images)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "float_top1": self.float_top1,
+            "top1": self.top1,
+            "drop": self.drop,
+            "images": self.images,
+            "tolerance": self.tolerance,
+            "passed": self.passed,
+        }
+
+    def describe(self) -> str:
+        """One line: the figures and, when it failed, what to try."""
+        head = (
+            f"{self.file} top-1 {100 * self.top1:.2f} % against float {100 * self.float_top1:.2f} "
+            f"% on {self.images} test images: {self.change_text} (at most "
+            f"{100 * self.tolerance:.2f} points lower allowed)"
+        )
+        return head if self.passed else f"{head}; {QUANTIZATION_FIX}"
+
+
+#: what a user can do about a quantized file that lost accuracy (printed with the failure)
+QUANTIZATION_FIX = (
+    "the int8 file is not fit to deploy: export again with more calibration images "
+    "(--calibration-images), post-process the subnet (natv2 postprocess) before exporting, or "
+    "choose another subnet of the front"
+)
+
+
+@dataclass(frozen=True)
 class Verdict:
     """Whether a subnet fits a profile: one check per budget that had a figure to judge, the
-    budgets that had none (named, never passed silently), and what the latency budget judged."""
+    budgets that had none (named, never passed silently), what the latency budget judged, and
+    (for a deployed quantized file) its top-1 against the float model's."""
 
     checks: tuple[BudgetCheck, ...]
     unchecked: tuple[str, ...]  # budget keys in force whose cost figure was not known
     latency_basis: str  # "estimate" (MACs / MAC/s) or "this host"
+    top1_checks: tuple[Top1Check, ...] = ()
 
     @property
     def fits(self) -> bool:
-        """Every budget that could be checked passed (``unchecked`` ones are not judged)."""
-        return all(c.passed for c in self.checks)
+        """Every budget that could be checked passed (``unchecked`` ones are not judged), and
+        no quantized file lost more top-1 than the profile allows."""
+        return all(c.passed for c in self.checks) and all(c.passed for c in self.top1_checks)
 
     @property
     def failed(self) -> tuple[BudgetCheck, ...]:
+        """The budgets exceeded (a quantized file's lost accuracy is in ``failed_top1``)."""
         return tuple(c for c in self.checks if not c.passed)
+
+    @property
+    def failed_top1(self) -> tuple[Top1Check, ...]:
+        return tuple(c for c in self.top1_checks if not c.passed)
 
 
 @dataclass(frozen=True)
@@ -147,6 +229,7 @@ class Profile:
     objectives: tuple[str, ...] = ("accuracy",)
     resolutions: tuple[int, ...] = RESOLUTIONS
     target_latency_ms: float | None = None
+    max_top1_drop: float = DEFAULT_MAX_TOP1_DROP
     budgets: dict[str, float] = field(default_factory=dict)
     derived_from: dict[str, str] = field(default_factory=dict)
 
@@ -206,11 +289,18 @@ class Profile:
         for the search's constraints, its feasibility check and export's verdict alike."""
         return [(self.runtime_key(c), b) for c, b in COST_KEYS.items() if b in self.budgets]
 
-    def judge(self, costs: Costs) -> Verdict:
+    def judge(self, costs: Costs, quantized: Sequence[QuantizedTop1] = ()) -> Verdict:
         """The verdict on ``costs``: every budget in force compared with the figure its runtime
-        judges (``budget_pairs``); a budget whose figure is None is named as unchecked."""
+        judges (``budget_pairs``); a budget whose figure is None is named as unchecked. Each
+        ``quantized`` file's top-1 is judged against its float model's (``max_top1_drop``) when
+        at least ``MIN_TOP1_IMAGES`` test images were measured, else named as unchecked."""
         checks = []
         unchecked = []
+        top1_checks = tuple(
+            Top1Check(q.file, q.float_top1, q.top1, q.images, self.max_top1_drop)
+            for q in quantized
+            if q.images >= MIN_TOP1_IMAGES
+        )
         for cost_key, budget_key in self.budget_pairs():
             value = costs.get(cost_key)
             if value is None:
@@ -228,7 +318,9 @@ class Profile:
                     headroom_fraction=(budget - value) / budget,
                 )
             )
-        return Verdict(tuple(checks), tuple(unchecked), self.latency_basis)
+        if len(top1_checks) < len(quantized):
+            unchecked.append(TOP1_DROP_KEY)
+        return Verdict(tuple(checks), tuple(unchecked), self.latency_basis, top1_checks)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything ``profiles show --json`` prints."""
@@ -255,6 +347,7 @@ class Profile:
                 "objectives": list(self.objectives),
                 "resolutions": list(self.resolutions),
                 "target_latency_ms": self.target_latency_ms,
+                "max_top1_drop": self.max_top1_drop,
             },
             "budgets": {
                 key: {
