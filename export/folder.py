@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from natv2 import __version__
-from natv2.device_profiles import Profile
+from natv2.device_profiles import Profile, QuantizedTop1
 from natv2.errors import Natv2Error
 from natv2.export.onnx import (
     EXPORTER,
@@ -61,6 +61,7 @@ from natv2.export.onnx import (
     set_metadata,
     to_onnx,
 )
+from natv2.export.quantize import CALIBRATION_IMAGES
 from natv2.export.report import (
     FLOAT_FILE,
     INT8_FILE,
@@ -88,7 +89,7 @@ if TYPE_CHECKING:
     from natv2.export.tflm import TflmArena, TflmRunner
     from natv2.profiling.cost import SubnetCost
 
-__all__ = ["PARITY_BATCHES", "export_folder"]
+__all__ = ["PARITY_BATCHES", "calibration_batches", "export_folder"]
 
 # What an export folder may hold: an existing OUT with anything else is not replaced.
 _EXPORT_FILES = frozenset(
@@ -264,13 +265,15 @@ def _parity(
 # ----------------------------------------------------------------------------- int8
 
 
-def _calibration_set(dataset, n: int):
+def calibration_batches(
+    dataset, resolution: int, n: int = CALIBRATION_IMAGES, batch: int = 100
+) -> list[torch.Tensor]:
+    """The int8 calibration images (``n`` fixed training images), prepared at ``resolution``:
+    what both int8 files are calibrated on (and ``natv2.qat`` starts its ranges from)."""
     if hasattr(dataset, "calibration_subset"):
-        return dataset.calibration_subset(n)
-    return [dataset.train[i] for i in range(min(n, len(dataset.train)))]
-
-
-def _prepared_batches(dataset, images, resolution: int, batch: int = 100) -> list[torch.Tensor]:
+        images = dataset.calibration_subset(n)
+    else:
+        images = [dataset.train[i] for i in range(min(n, len(dataset.train)))]
     out = []
     for start in range(0, len(images), batch):
         xs = torch.stack([images[i][0] for i in range(start, min(start + batch, len(images)))])
@@ -309,7 +312,7 @@ def _int8(
     int8_model = quantize_int8(model, arrays, input_name=INPUT_NAME)
     set_metadata(int8_model, {**props, "dtype": "int8"})
     check_onnx(int8_model, "the int8 model")
-    int8_session = ort_session(int8_model, threads)
+    int8_session = ort_session(int8_model, threads, exact=True)  # what the device computes
     costs = onnx_costs(int8_model, dtype="int8", input_shape=plan.shape)
     parity = []
     for label, x in batches:
@@ -491,6 +494,24 @@ def _sram_basis(profile: Profile, measured: bool) -> str:
     return "TFLM arena (cost model: activations + persistent part; no TFLite file)"
 
 
+def _quantized_top1(top1: Top1, tflm_top1: TflmTop1 | None) -> list[QuantizedTop1]:
+    """Every quantized file's test top-1 beside float's on the same images: what the
+    profile's accuracy rule judges (``Profile.judge``)."""
+    if top1.float_top1 is None:
+        return []
+    out = []
+    for file, value in ((INT8_FILE, top1.int8_top1), (INT8_HOST_FILE, top1.int8_host_top1)):
+        if value is not None:
+            out.append(QuantizedTop1(file, top1.float_top1, value, top1.images))
+    if tflm_top1 is not None:
+        out.append(
+            QuantizedTop1(
+                f"{TFLITE_FILE} (TFLM)", top1.float_top1, tflm_top1.top1, tflm_top1.images
+            )
+        )
+    return out
+
+
 def _verdict(
     profile: Profile | None,
     deployed: str,
@@ -498,10 +519,11 @@ def _verdict(
     cost_model: SubnetCost | None,
     tflm: _Tflm | None,
     latency: LatencyReport,
+    quantized: Sequence[QuantizedTop1],
 ) -> ExportVerdict | None:
     """The profile's judgement of the deployed file. A TFLM profile's SRAM and flash budgets
     are judged on TFLM's measured arena and the TFLite file where there are ones, else on the
-    cost model's figures for them."""
+    cost model's figures for them; every quantized file's top-1 against float's."""
     if profile is None:
         return None
     arena = tflm.arena.arena_bytes if tflm is not None else None
@@ -512,7 +534,8 @@ def _verdict(
     judged = profile.judge(
         costs_of_graph(
             graph_costs, latency.latency_ms, tflm_arena_bytes=arena, tflite_bytes=tflite_bytes
-        )
+        ),
+        quantized,
     )
     return ExportVerdict(
         profile=profile.name,
@@ -609,7 +632,7 @@ def export_folder(
     latency_runs: int = 50,
     latency_warmup: int = 10,
     threads: int | None = None,
-    calibration_images: int = 300,
+    calibration_images: int = CALIBRATION_IMAGES,
     test_limit: int | None = None,
     seed: int = 0,
     log: Callable[[str], None] = _log_nothing,
@@ -657,8 +680,7 @@ def export_folder(
 
     calib: list[torch.Tensor] = []
     if plan.int8 or plan.tflite:
-        images = _calibration_set(dataset, calibration_images)
-        calib = _prepared_batches(dataset, images, plan.resolution)
+        calib = calibration_batches(dataset, plan.resolution, calibration_images)
     q = _int8(model, session, calib, props, batches, plan, threads, log) if plan.int8 else None
     tflm = _tflite(module, plan, calib, batches, log) if plan.tflite else None
     top1, tflm_top1 = _top1(session, q, tflm, dataset, plan, test_limit, search_accuracy, log)
@@ -681,7 +703,8 @@ def export_folder(
         threads=threads,
         log=log,
     )
-    verdict = _verdict(profile, deployed, graph_costs, cost_model, tflm, latency)
+    quantized = _quantized_top1(top1, tflm_top1)
+    verdict = _verdict(profile, deployed, graph_costs, cost_model, tflm, latency, quantized)
 
     artefacts = {TIMED_FILES[k]: m.SerializeToString() for k, m in timed.items() if m is not None}
     if tflm is not None:

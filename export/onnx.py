@@ -66,6 +66,7 @@ __all__ = [
     "check_counts",
     "check_onnx",
     "check_parity",
+    "int8_activations",
     "metadata",
     "ort_session",
     "parity_cases",
@@ -149,12 +150,37 @@ def check_onnx(model: onnx.ModelProto, what: str = "the exported model") -> None
         raise Natv2Error(f"{what} fails the ONNX checker: {first}") from exc
 
 
-def ort_session(model: onnx.ModelProto | bytes | str, threads: int | None = None):
-    """An onnxruntime CPU session with every graph optimisation (as deployed)."""
+def int8_activations(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` quantizes activations to int8 (a QuantizeLinear with an int8 zero
+    point): the microcontroller file, whose top-1 needs ``ort_session(..., exact=True)``."""
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    int8 = onnx.TensorProto.INT8
+    return any(
+        n.op_type == "QuantizeLinear" and len(n.input) > 2 and inits.get(n.input[2]) == int8
+        for n in model.graph.node
+    )
+
+
+def ort_session(
+    model: onnx.ModelProto | bytes | str, threads: int | None = None, *, exact: bool = False
+):
+    """An onnxruntime CPU session with every graph optimisation (as deployed).
+
+    ``exact``: no QDQ fusion (``ORT_ENABLE_BASIC``), so an int8 file computes what its
+    QuantizeLinear / DequantizeLinear nodes define, on any host: onnxruntime's fused s8 x s8
+    kernels on x86 without VNNI (AVX2 only) add pairs of products into int16 with saturation.
+    Measured on such a host (AMD Zen 3): a trained subnet's int8-activation file scored 91.8 %
+    exact and 89.4 % fused on 500 mnist5k images (float 92.4 %); with symmetric activations
+    92.4 % exact and 54.0 % fused. The top-1 of a microcontroller file, which TFLM and CMSIS-NN
+    compute with int32 accumulators, is therefore always measured exactly."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        if exact
+        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
     opts.intra_op_num_threads = physical_cores() if threads is None else threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3

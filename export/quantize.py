@@ -19,14 +19,19 @@ names). Outputs are bit-identical before and after (tested).
 
 Two activation types, one per artefact (``activations=``): ``"int8"`` (the default) is the
 microcontroller artefact ``model.int8.onnx``, int8 activations as TFLite Micro runs them;
-``"uint8"`` is the host artefact ``model.int8-host.onnx``, the same int8 per-channel weights
-(the same calibration, hence the same scales) with asymmetric QUInt8 activations. Both are
-asymmetric MinMax over the same calibration images, so the uint8 zero points are the int8 ones
-plus 128 (checked on the large subnet: all 199 QuantizeLinear nodes) and the files compute the
-same integers; only what onnxruntime makes of them differs. On x86 its graph optimiser turns
-the large subnet's u8 file into QLinear operators throughout (89 of 89 Conv, every Mul, Add and
-GlobalAveragePool); of the s8 file it fuses 46 of 89 Conv (in NHWC, with 60 Transposes around
-them) and no Mul or Add, and runs the rest in float between DequantizeLinear and QuantizeLinear.
+``"uint8"`` is the host artefact ``model.int8-host.onnx``, asymmetric QUInt8 activations (the
+same calibration, hence the same activation scales: the uint8 zero points are the int8 ones
+plus 128) and per-channel weights on 7 bits (onnxruntime's ``reduce_range``). The 7 bits are
+for x86 hosts without VNNI (AVX2 only, e.g. AMD Zen 3): their u8 x s8 kernels
+(``vpmaddubsw``) add pairs of products into int16 with saturation, which full 8-bit weights
+overflow. Measured on such a host (mnist5k's maximal subnet, 1,000 test images): float
+98.4 %, u8 activations with 8-bit weights 96.6 %, with 7-bit weights 98.2 %, the int8-activation
+file 98.3 %; onnxruntime's ``quantize_static`` documentation gives the same advice.
+
+On x86 onnxruntime's graph optimiser turns the large subnet's u8 file into QLinear operators
+throughout (89 of 89 Conv, every Mul, Add and GlobalAveragePool); of the s8 file it fuses 46 of
+89 Conv (in NHWC, with 60 Transposes around them) and no Mul or Add, and runs the rest in float
+between DequantizeLinear and QuantizeLinear.
 
 Measured (onnxruntime 1.32.0, AMD EPYC with AVX-512 VNNI, 2 intra-op threads, batch 1, median
 ms of 100-200 runs; the untrained ``tiny`` supernet's small r48 / medium r56 / large r64 subnets
@@ -47,12 +52,11 @@ of ``benchmarks/export_latency.py``; shared machine, +-30 % run to run)::
 the activation type is what matters (u8 activations 2.3-6x faster than s8); per-tensor weights,
 reduce_range and QOperator are within the noise of the chosen setting and buy nothing, u8
 weights are slower. The host file keeps QDQ (standard operators that
-``natv2.profiling.counters`` reads), per-channel s8 weights (the microcontroller file's
-weights, so top-1 matches it) and no reduce_range: onnxruntime's ``quantize_static``
-documentation advises reduce_range only on x86 without VNNI, where u8 x s8 products can
-saturate; the export reports the host file's top-1 and agreement with float, which would show
-it. On these tiny subnets float32 stays the fastest on this host (the quantize / dequantize at
-the edges and the small convolutions outweigh the integer arithmetic).
+``natv2.profiling.counters`` reads) and per-channel s8 weights, with reduce_range (above): the
+export judges every quantized file's top-1 against float's (``Profile.max_top1_drop``), and
+8-bit host weights failed that on a host without VNNI. On these tiny subnets float32 stays the
+fastest on this host (the quantize / dequantize at the edges and the small convolutions
+outweigh the integer arithmetic).
 """
 
 from __future__ import annotations
@@ -70,10 +74,19 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from natv2.errors import Natv2Error
 
-__all__ = ["ACTIVATION_TYPES", "BatchReader", "compact_qdq", "quantize_int8"]
+__all__ = [
+    "ACTIVATION_TYPES",
+    "CALIBRATION_IMAGES",
+    "BatchReader",
+    "compact_qdq",
+    "int8_top1",
+    "quantize_int8",
+]
 
 #: ``activations=`` of :func:`quantize_int8`: the microcontroller artefact, the host one
 ACTIVATION_TYPES = ("int8", "uint8")
+#: training images the int8 files are calibrated on (export, and the search's int8 top-1)
+CALIBRATION_IMAGES = 300
 
 
 class BatchReader(CalibrationDataReader):
@@ -154,6 +167,8 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 activation_type=activation_type,
                 calibrate_method=CalibrationMethod.MinMax,
+                # 7-bit weights for the host file: x86 without VNNI saturates u8 x s8 pairs
+                reduce_range=activations == "uint8",
                 extra_options={
                     "QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0},
                     "MinimumRealRange": MIN_ACTIVATION_RANGE,
@@ -211,3 +226,27 @@ def compact_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
         if vi.name in names:  # an initializer listed as input (old IR): keep in step
             vi.name = names[vi.name]
     return m
+
+
+def int8_top1(
+    module,
+    resolution: int,
+    calibration: Iterable[np.ndarray],
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    threads: int | None = None,
+) -> float:
+    """Top-1 of ``module``'s microcontroller int8 file (int8 activations, as ``natv2 export``
+    writes it, calibrated on ``calibration``) on ``batches`` of (images, labels): what the
+    device will compute, measured by onnxruntime."""
+    from natv2.export.onnx import ort_session, run_session, to_onnx
+
+    q = quantize_int8(to_onnx(module, resolution), calibration)
+    session = ort_session(q, threads, exact=True)  # the device's arithmetic on any host
+    correct = total = 0
+    for x, y in batches:
+        pred = run_session(session, x).argmax(1)
+        correct += int((pred == np.asarray(y)).sum())
+        total += len(pred)
+    if total == 0:
+        raise Natv2Error("int8 top-1 needs at least one image")
+    return correct / total

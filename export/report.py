@@ -229,6 +229,8 @@ class ExportVerdict:
             "sram_basis": self.sram_basis,
             "passed": self.passed,
             "checks": [c.to_dict() for c in self.verdict.checks],
+            # each quantized file's test top-1 against float's (Profile.max_top1_drop)
+            "top1_checks": [c.to_dict() for c in self.verdict.top1_checks],
             # budgets in force with no figure here (e.g. a measured latency with --runs 0)
             "unchecked": list(self.verdict.unchecked),
         }
@@ -485,10 +487,20 @@ def _verdict(r: ExportReport) -> list[str]:
     if v is None:
         return ["verdict    no device profile given"]
     checks = v.verdict.checks
-    failed = [c.name for c in v.verdict.failed]
-    parts = ", ".join(f"{c.name} {'pass' if c.passed else 'FAIL'}" for c in checks)
+    failed = [c.name for c in v.verdict.failed] + [c.file for c in v.verdict.failed_top1]
+    parts = [f"{c.name} {'pass' if c.passed else 'FAIL'}" for c in checks]
+    if v.verdict.top1_checks:
+        worst = max(v.verdict.top1_checks, key=lambda c: c.drop)
+        parts.append(f"int8 top-1 {'pass' if not v.verdict.failed_top1 else 'FAIL'}")
     head = "pass" if not failed else f"FAIL ({', '.join(failed)})"
-    lines = [f"verdict    {head} on {v.profile} [{parts or 'no budgets'}]"]
+    lines = [f"verdict    {head} on {v.profile} [{', '.join(parts) or 'no budgets'}]"]
+    for c in v.verdict.failed_top1:
+        lines.append(f"           {c.describe()}")
+    if v.verdict.top1_checks and not v.verdict.failed_top1:
+        lines.append(
+            f"           quantized files within {100 * worst.tolerance:.2f} points of float "
+            f"top-1 (worst: {worst.file}, {worst.change_text})"
+        )
     if v.verdict.unchecked:
         lines.append(f"           not checked (no figure): {', '.join(v.verdict.unchecked)}")
     return lines

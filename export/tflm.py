@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from natv2.device_profiles import BudgetCheck, Costs, Profile, Verdict
+from natv2.device_profiles import BudgetCheck, Costs, Profile, QuantizedTop1, Verdict
 from natv2.errors import Natv2Error
 from natv2.export.tflite import TfliteGraph, read_tflite, require_tflite
 
@@ -297,6 +297,7 @@ class TfliteValidation:
     host_latency_ms: float
     accuracy: dict[str, Any] | None
     verdict: Verdict
+    reference: str | None = None  # the float model the top-1 was judged against
 
     @property
     def checks(self) -> tuple[BudgetCheck, ...]:
@@ -345,6 +346,8 @@ class TfliteValidation:
             },
             "accuracy": self.accuracy,
             "checks": [c.to_dict() for c in self.checks],
+            "reference": self.reference,
+            "top1_checks": [c.to_dict() for c in self.verdict.top1_checks],
             "passed": self.passed,
         }
 
@@ -378,7 +381,11 @@ class TfliteValidation:
             lines.append(
                 f"{c.name:<24}{c.value:>16,.0f}{c.budget:>16,.0f}  {'pass' if c.passed else 'FAIL'}"
             )
+        from natv2.export.validate import top1_lines
+
+        lines += top1_lines(self.verdict, self.reference)
         failed = [c.name for c in self.checks if not c.passed]
+        failed += [c.file for c in self.verdict.failed_top1]
         lines.append(f"verdict    FAIL ({', '.join(failed)})" if failed else "verdict    pass")
         return "\n".join(lines)
 
@@ -397,8 +404,11 @@ def validate_tflite(
     dataset_name: str | None = None,
     runs: int = 10,
     limit: int | None = None,
+    reference: str | Path | None = None,
 ) -> TfliteValidation:
-    """Check a .tflite file against ``profile`` with TFLM in the loop (class docstring)."""
+    """Check a .tflite file against ``profile`` with TFLM in the loop (class docstring); with
+    a dataset and a float ``reference`` ONNX model, TFLM's top-1 is judged against the
+    reference's on the same test images (``Profile.max_top1_drop``)."""
     import time
 
     require_tflite("validating a .tflite file")
@@ -434,6 +444,16 @@ def validate_tflite(
             "images": len(labels),
             "dataset": dataset_name or getattr(dataset, "name", "dataset"),
         }
+    quantized = []
+    if accuracy is not None and reference is not None:
+        from natv2.export.validate import reference_top1
+
+        ref_top1, _ = reference_top1(reference, dataset, h, limit=limit, threads=None)
+        quantized.append(
+            QuantizedTop1(
+                f"{path.name} (TFLM)", ref_top1, accuracy["top1"], int(accuracy["images"])
+            )
+        )
     estimate = profile.estimate_latency_ms(graph.macs)
     verdict = profile.judge(
         Costs(
@@ -444,8 +464,18 @@ def validate_tflite(
             peak_sram_bytes=_sram_bytes(profile, arena),
             tflm_arena_bytes=arena.arena_bytes,
             latency_ms=profile.judged_latency_ms(estimate, host_ms),
-        )
+        ),
+        quantized,
     )
     return TfliteValidation(
-        str(path), profile, graph, len(data), arena, estimate, host_ms, accuracy, verdict
+        str(path),
+        profile,
+        graph,
+        len(data),
+        arena,
+        estimate,
+        host_ms,
+        accuracy,
+        verdict,
+        None if not quantized or reference is None else str(reference),
     )

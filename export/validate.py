@@ -19,19 +19,37 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from natv2.device_profiles import BudgetCheck, Costs, Profile, Verdict, load_profile
+from natv2.device_profiles import (
+    MIN_TOP1_IMAGES,
+    BudgetCheck,
+    Costs,
+    Profile,
+    QuantizedTop1,
+    Verdict,
+    load_profile,
+)
+from natv2.device_profiles.profile import TOP1_DROP_KEY
 from natv2.errors import Natv2Error
+from natv2.export.onnx import int8_activations, ort_session
 from natv2.profiling.counters import GraphCosts, image_input, load_onnx, onnx_costs
-from natv2.profiling.latency import LatencyStats, measure_latency, physical_cores, run_failure
+from natv2.profiling.latency import LatencyStats, measure_latency, run_failure
 from natv2.untrusted import MAX_RESOLUTION, read_int
 
 __all__ = [
     "DatasetLike",
     "ValidationReport",
     "costs_of_graph",
+    "float_reference",
+    "reference_top1",
     "top1_accuracy",
     "validate_onnx",
 ]
+
+#: the file names of an export folder's quantized models, whose float model is ``model.onnx``
+#: beside them (``natv2.export.report``'s FLOAT_FILE, INT8_FILE, INT8_HOST_FILE, and the
+#: TFLite file)
+_QUANTIZED_EXPORT_FILES = ("model.int8.onnx", "model.int8-host.onnx", "model.int8.tflite")
+_FLOAT_EXPORT_FILE = "model.onnx"
 
 #: most bytes of input images prepared at once for top-1 (at --resolution 2048 one image is
 #: 48 MiB as float32, and a batch of 64 would need 3 GiB before onnxruntime even runs)
@@ -68,6 +86,7 @@ class ValidationReport:
     estimated_latency_ms: float | None
     accuracy: Accuracy | None
     verdict: Verdict
+    reference: str | None = None  # the float model the top-1 was judged against
 
     @property
     def checks(self) -> tuple[BudgetCheck, ...]:
@@ -131,6 +150,8 @@ class ValidationReport:
             },
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,
             "checks": [ch.to_dict() for ch in self.checks],
+            "reference": self.reference,
+            "top1_checks": [c.to_dict() for c in self.verdict.top1_checks],
             "unchecked": self.unchecked,
             "passed": self.passed,
         }
@@ -181,36 +202,61 @@ class ValidationReport:
                 )
         for budget, why in self.unchecked.items():
             lines.append(f"{budget:<24}{'not checked':>16}  ({why})")
+        lines += top1_lines(self.verdict, self.reference)
         failed = [ch.name for ch in self.checks if not ch.passed]
         if failed:
             lines.append(
                 f"verdict    FAIL: {len(failed)} of {len(self.checks)} budgets exceeded "
                 f"({', '.join(failed)})"
             )
+        elif self.verdict.failed_top1:
+            lines.append("verdict    FAIL: the quantized model lost top-1 against its float model")
         else:
             lines.append(f"verdict    pass: the model fits {p.name}")
         return "\n".join(lines)
+
+
+def top1_lines(verdict: Verdict, reference: str | None) -> list[str]:
+    """The report lines of a quantized file's top-1 against its float reference."""
+    lines = [f"{'top-1 vs float':<24}{c.describe()}" for c in verdict.top1_checks]
+    if reference is not None:
+        lines.append(f"{'':<24}(float reference: {reference})")
+    if TOP1_DROP_KEY in verdict.unchecked:
+        lines.append(
+            f"{'top-1 vs float':<24}not checked: fewer than {MIN_TOP1_IMAGES} test images "
+            "(raise --limit)"
+        )
+    return lines
+
+
+def float_reference(model_path: str | Path) -> Path | None:
+    """The float model a quantized file of an export folder is judged against: ``model.onnx``
+    beside ``model.int8.onnx``, ``model.int8-host.onnx`` or ``model.int8.tflite``."""
+    path = Path(model_path)
+    if path.name not in _QUANTIZED_EXPORT_FILES:
+        return None
+    sibling = path.with_name(_FLOAT_EXPORT_FILE)
+    return sibling if sibling.is_file() else None
+
+
+def reference_top1(
+    reference: str | Path,
+    dataset: DatasetLike,
+    resolution: int,
+    *,
+    limit: int | None,
+    threads: int | None,
+) -> tuple[float, int]:
+    """Top-1 of the float reference on the test images the quantized file saw."""
+    ref = str(reference)
+    image_input(load_onnx(ref), ref)
+    return top1_accuracy(ref, dataset, resolution, limit=limit, threads=threads)
 
 
 def _num(value: float) -> str:
     if isinstance(value, int) or float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:,.3f}"
-
-
-def _session(model_path: str, threads: int | None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = physical_cores() if threads is None else threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise Natv2Error(f"{model_path}: onnxruntime cannot load the model: {exc}") from exc
 
 
 def top1_accuracy(
@@ -226,8 +272,14 @@ def top1_accuracy(
     """Top-1 of the ONNX model on ``dataset.test`` (the first ``limit`` images if given),
     images prepared by ``dataset.prepare_batch(x, resolution, train=False)`` in batches of at
     most ``batch_size`` and ``BATCH_INPUT_BYTES``. Returns (accuracy in [0, 1], number of
-    images); ``size_flag`` is the option that chose ``resolution``, named when a run fails."""
-    session = _session(str(model_path), threads)
+    images); ``size_flag`` is the option that chose ``resolution``, named when a run fails.
+    A file with int8 activations runs with the arithmetic its QDQ nodes define (the device's),
+    not onnxruntime's fused kernels, which saturate on x86 without VNNI (``ort_session``)."""
+    path = str(model_path)
+    try:
+        session = ort_session(path, threads, exact=int8_activations(load_onnx(path)))
+    except Natv2Error as exc:
+        raise Natv2Error(f"{path}: {exc}") from None
     meta = session.get_inputs()[0]
     np_dtype = np.float16 if meta.type == "tensor(float16)" else np.float32
     if isinstance(meta.shape[0], int) and meta.shape[0] > 0:
@@ -296,11 +348,14 @@ def validate_onnx(
     runs: int = 100,
     batch_size: int = 64,
     limit: int | None = None,
+    reference: str | Path | None = None,
 ) -> ValidationReport:
     """Check ``model_path`` against ``profile`` (a Profile, a shipped name or a TOML path).
 
     ``resolution`` sets H = W for a model with a dynamic input (and must agree with a fixed
-    one). ``dataset`` (e.g. ``natv2.data.load_dataset(...)``) adds top-1 on its test split.
+    one). ``dataset`` (e.g. ``natv2.data.load_dataset(...)``) adds top-1 on its test split;
+    with a float ``reference`` model too, the file's top-1 is judged against the reference's
+    on the same images (``Profile.max_top1_drop``).
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     path = str(model_path)
@@ -341,6 +396,13 @@ def validate_onnx(
         # (not ``dataset_name or getattr(...)``: mypy would solve getattr's default as str | None)
         label = dataset_name if dataset_name else getattr(dataset, "name", "dataset")
         accuracy = Accuracy(top1, n, label)
+    quantized = []
+    if accuracy is not None and dataset is not None and reference is not None:
+        ref_top1, _ = reference_top1(
+            reference, dataset, costs.input_shape[2], limit=limit, threads=threads
+        )
+        quantized.append(QuantizedTop1(Path(path).name, ref_top1, accuracy.top1, accuracy.images))
     judged_ms = prof.judged_latency_ms(estimate, host.median_ms)
-    verdict = prof.judge(costs_of_graph(costs, judged_ms))
-    return ValidationReport(path, prof, costs, host, estimate, accuracy, verdict)
+    verdict = prof.judge(costs_of_graph(costs, judged_ms), quantized)
+    ref_name = None if reference is None or not quantized else str(reference)
+    return ValidationReport(path, prof, costs, host, estimate, accuracy, verdict, ref_name)

@@ -19,7 +19,7 @@ from natv2.data import load_dataset
 from natv2.device_profiles import load_profile
 from natv2.errors import Natv2Error
 from natv2.export.folder import export_folder
-from natv2.export.onnx import PARITY_RTOL
+from natv2.export.onnx import PARITY_RTOL, ort_session, run_session
 from natv2.export.quantize import quantize_int8
 from natv2.export.report import INT8_FILE, INT8_HOST_FILE, ExportReport, summary
 from natv2.profiling.cost import subnet_cost
@@ -326,15 +326,17 @@ def int8_weights(model: onnx.ModelProto) -> list[bytes]:
 
 
 def check_host_file(out: Path, result: ExportReport) -> None:
-    """An int8 export also holds the host file: uint8 activations, the int8 file's weights,
-    its top-1, agreement and latency reported; the deployed file stays the int8 one."""
+    """An int8 export also holds the host file: uint8 activations, 7-bit weights, its top-1,
+    agreement and latency reported; the deployed file stays the int8 one."""
     report = result.to_dict()
     host = onnx.load(str(out / INT8_HOST_FILE))
     int8 = onnx.load(str(out / INT8_FILE))
     onnx.checker.check_model(host, full_check=True)
     assert activation_zero_point_dtypes(host) == {np.dtype(np.uint8)}
     assert activation_zero_point_dtypes(int8) == {np.dtype(np.int8)}
-    assert int8_weights(host) == int8_weights(int8) and int8_weights(host)
+    # the host file's weights: 7 bits (reduce_range, for x86 without VNNI), the int8 file's 8
+    assert max(np.abs(np.frombuffer(w, np.int8)).max() for w in int8_weights(host)) <= 64
+    assert max(np.abs(np.frombuffer(w, np.int8)).max() for w in int8_weights(int8)) > 64
     meta = {p.key: p.value for p in host.metadata_props}
     assert meta["dtype"] == "int8" and meta["activations"] == "uint8"
     assert report["int8_host"]["file"] == INT8_HOST_FILE
@@ -397,8 +399,8 @@ def test_compact_qdq_keeps_outputs_bit_identical_and_shrinks_the_file(
     assert max(len(name) for name in tensors - io) <= 6  # short ids t0, t1, ...
 
     def run(m):
-        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        return sess.run(None, {"input": x.numpy()})[0]
+        # the arithmetic the file defines (fused int8 kernels differ by host: ort_session)
+        return run_session(ort_session(m, exact=True), x)
 
     assert np.array_equal(run(raw), run(compact))
     assert len(compact.SerializeToString()) < len(raw.SerializeToString())

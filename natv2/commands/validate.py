@@ -1,6 +1,7 @@
 """``natv2 validate``: check any ONNX image classifier against a device profile.
 
-Exit code 0 when every budget passes, 1 when one fails, 2 for bad input (via ``Natv2Error``).
+Exit code 0 when every budget passes (and a quantized file kept its float model's top-1), 1 when
+one fails, 2 for bad input (via ``Natv2Error``).
 The work is in ``natv2.export.validate``; torch/onnxruntime are imported only when it runs.
 """
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import typer
 
 from natv2.commands.common import DataDir, JsonFlag, TestLimit, Threads, emit_json
+from natv2.errors import Natv2Error
 from natv2.untrusted import MAX_RESOLUTION, MAX_RUNS
 
 
@@ -38,16 +40,29 @@ def validate(
     ),
     runs: int = typer.Option(100, "--runs", min=1, max=MAX_RUNS, help="Timed runs."),
     limit: TestLimit = None,
+    reference: Path | None = typer.Option(
+        None,
+        "--reference",
+        help="The float ONNX model an int8 MODEL is judged against (top-1 on the same test "
+        "images; default: model.onnx beside an export folder's int8 files).",
+    ),
     as_json: JsonFlag = False,
 ) -> None:
     """Params, MACs, flash, peak memory, latency (and top-1) of MODEL against a device profile.
 
     MODEL is an ONNX file, or a .tflite file (then run by TensorFlow Lite Micro: the arena is
-    its peak SRAM; needs pip install "natv2\\[tflite]")."""
+    its peak SRAM; needs pip install "natv2\\[tflite]"). With --dataset, a quantized MODEL
+    fails when its top-1 falls more than the profile allows below its float model's."""
     from natv2.device_profiles import load_profile
+    from natv2.export.validate import float_reference
 
+    if reference is None:
+        reference = float_reference(model)
+    elif not reference.is_file():
+        raise Natv2Error(f"--reference {reference}: no such file; give the float ONNX model")
     if model.suffix.lower() == ".tflite":
-        _validate_tflite(model, load_profile(device), dataset, data_dir, runs, limit, as_json)
+        profile = load_profile(device)
+        _validate_tflite(model, profile, dataset, data_dir, runs, limit, reference, as_json)
         return
     from natv2.export.validate import validate_onnx
     from natv2.profiling.counters import image_input, load_onnx
@@ -69,11 +84,12 @@ def validate(
         warmup=warmup,
         runs=runs,
         limit=limit,
+        reference=reference,
     )
     _emit(report, as_json)
 
 
-def _validate_tflite(model, profile, dataset, data_dir, runs, limit, as_json) -> None:
+def _validate_tflite(model, profile, dataset, data_dir, runs, limit, reference, as_json) -> None:
     from natv2.export.tflite import require_tflite
     from natv2.export.tflm import validate_tflite
 
@@ -84,7 +100,13 @@ def _validate_tflite(model, profile, dataset, data_dir, runs, limit, as_json) ->
 
         splits = load_dataset(dataset, data_dir=data_dir, download=False)
     report = validate_tflite(
-        model, profile, dataset=splits, dataset_name=dataset, runs=min(runs, 20), limit=limit
+        model,
+        profile,
+        dataset=splits,
+        dataset_name=dataset,
+        runs=min(runs, 20),
+        limit=limit,
+        reference=reference,
     )
     _emit(report, as_json)
 
