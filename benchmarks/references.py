@@ -50,7 +50,7 @@ import natv2  # noqa: F401  (sets OMP_WAIT_POLICY before torch's OpenMP starts)
 from natv2.data import DatasetSplits, load_dataset, make_loader
 from natv2.device_profiles import Profile, load_profile
 from natv2.errors import Natv2Error
-from natv2.export.folder import PARITY_BATCHES, _calibration_set, _prepared_batches
+from natv2.export.folder import PARITY_BATCHES, calibration_batches
 from natv2.export.onnx import (
     EXPORTER,
     INPUT_NAME,
@@ -73,7 +73,6 @@ RESOLUTIONS = {"resnet8": 32, "mobilenet_v3_small": 64}
 #: MLPerf Tiny's published ResNet-8 figures (REFERENCE.md): about 78 k params, 12.5 M MACs
 RESNET8_PARAMS = 78_000
 RESNET8_MACS = 12_500_000
-CALIBRATION_IMAGES = 300  # what `natv2 export` calibrates on (export_folder's default)
 
 
 # ----------------------------------------------------------------------------- models
@@ -557,7 +556,7 @@ def measure(
     float_path = out / "model.onnx"
     onnx.save(float_model, str(float_path))
 
-    calib = _prepared_batches(data, _calibration_set(data, CALIBRATION_IMAGES), resolution)
+    calib = calibration_batches(data, resolution)  # what `natv2 export` calibrates on
     int8_model = quantize_int8(float_model, [b.numpy() for b in calib], input_name=INPUT_NAME)
     set_metadata(int8_model, {**props, "dtype": "int8"})
     check_onnx(int8_model, "the int8 model")
