@@ -176,6 +176,12 @@ def export(
     ),
     threads: Threads = None,
     limit: TestLimit = None,
+    int8_finetune: bool = typer.Option(
+        True,
+        "--int8-finetune/--no-int8-finetune",
+        help="When the int8 file loses more validation top-1 than the profile allows, fine-tune "
+        "the subnet for int8 first (quantization-aware, distilled from its float self).",
+    ),
     as_json: JsonFlag = False,
 ) -> None:
     """Export a subnet: ONNX (float, and int8 + int8 TFLite for int8 profiles), weights, arch
@@ -211,6 +217,8 @@ def export(
     from natv2.export.folder import export_folder
     from natv2.export.report import summary
 
+    if int8_finetune and int8 is not False:
+        _finetune_for_int8(job, log)
     report = export_folder(
         int8=int8,
         tflite=tflite,
@@ -224,6 +232,30 @@ def export(
         emit_json(report.to_json())
     else:
         typer.echo(summary(report))
+    if report.verdict is not None and not report.verdict.passed:
+        raise typer.Exit(1)  # the folder is written (its report says why) but does not fit
+
+
+def _finetune_for_int8(job: dict, log) -> None:
+    """int8 profiles: a plain subnet whose int8 file loses more validation top-1 than the
+    profile allows is fine-tuned for int8 first (``natv2.qat.prepare_for_int8``); the job then
+    exports the fine-tuned subnet and its report's source says so."""
+    from natv2.supernet.plain import Subnet
+
+    module, profile, data = job["module"], job["profile"], job["dataset"]
+    if profile is None or profile.dtype != "int8" or data is None or not isinstance(module, Subnet):
+        return
+    from natv2.export.folder import calibration_batches
+    from natv2.qat import prepare_for_int8
+
+    r = job["arch"].resolution
+    tuned, record = prepare_for_int8(
+        module, data, r, calibration_batches(data, r), profile.max_top1_drop, log=log
+    )
+    if record is not None:
+        job["source"] = {**job["source"], "int8_finetune": record}
+    if tuned is not module:
+        job["module"], job["save_module"] = tuned, _subnet_saver(tuned)
 
 
 def _profile(name: str | None):
