@@ -437,23 +437,20 @@ def validate_tflite(
         times.append((time.perf_counter() - t0) * 1000.0)
     host_ms = float(np.median(times))
     accuracy = None
+    quantized = []
     if dataset is not None:
         pred, labels = tflm_predictions(runner, dataset, h, limit)
+        top1 = float(np.mean(pred == labels))
         accuracy = {
-            "top1": float(np.mean(pred == labels)),
+            "top1": top1,
             "images": len(labels),
             "dataset": dataset_name or getattr(dataset, "name", "dataset"),
         }
-    quantized = []
-    if accuracy is not None and reference is not None:
-        from natv2.export.validate import reference_top1
+        if reference is not None:
+            from natv2.export.validate import reference_top1
 
-        ref_top1, _ = reference_top1(reference, dataset, h, limit=limit, threads=None)
-        quantized.append(
-            QuantizedTop1(
-                f"{path.name} (TFLM)", ref_top1, accuracy["top1"], int(accuracy["images"])
-            )
-        )
+            ref_top1, _ = reference_top1(reference, dataset, h, limit=limit, threads=None)
+            quantized.append(QuantizedTop1(f"{path.name} (TFLM)", ref_top1, top1, len(labels)))
     estimate = profile.estimate_latency_ms(graph.macs)
     verdict = profile.judge(
         Costs(

@@ -262,7 +262,7 @@ def zero_dead_inputs(module: nn.Module, calibration: list[torch.Tensor]) -> int:
     def record(m: nn.Module, inputs) -> None:
         x = inputs[0]
         dims = (0, 2, 3) if x.ndim == 4 else (0,)
-        seen = (x != 0).any(dim=dims) if x.ndim in (2, 4) else torch.ones(x.shape[-1], dtype=bool)
+        seen = (x != 0).any(dim=dims)
         alive[m] = seen if m not in alive else alive[m] | seen
 
     hooks = [m.register_forward_pre_hook(record) for m in layers]
