@@ -42,14 +42,23 @@ class EvalData:
     calibration: ImageSet
     acc: Accelerator
     batch_size: int = 250
+    # int8 calibration images (``evaluate_int8``): the export's, so that the search's int8
+    # top-1 is the exported file's
+    quantization: ImageSet | None = None
     _raw: dict[str, list] = field(default_factory=dict, repr=False)
     _prepared: dict[tuple[str, int], list] = field(default_factory=dict, repr=False)
 
     def batches(self, which: str, resolution: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Prepared (images, labels) batches of ``which``: ``eval`` (the split), ``calib``
+        (BatchNorm recalibration) or ``quant`` (int8 calibration)."""
         key = (which, resolution)
         if key not in self._prepared:
             if which not in self._raw:
-                images = self.split if which == "eval" else self.calibration
+                images = {"eval": self.split, "calib": self.calibration}.get(which)
+                if which == "quant":
+                    images = self.quantization
+                if images is None:
+                    raise ValueError(f"no {which} images in this EvalData")
                 self._raw[which] = _stack(images, self.batch_size)
             self._prepared[key] = [
                 (
@@ -103,3 +112,18 @@ def evaluate_subnet(
         recalibrate_bn(net, cache.batches("calib", arch.resolution))
     top1, loss = top1_and_loss(net, cache.batches("eval", arch.resolution), cache.acc)
     return {"top1": top1, "loss": loss}
+
+
+@torch.no_grad()
+def evaluate_int8(supernet: OFAv2Supernet, arch: Arch, cache: EvalData) -> float:
+    """Top-1 of the subnet's microcontroller int8 file (``natv2 export``'s ``model.int8.onnx``:
+    BatchNorm recalibrated as ``evaluate_subnet`` does, int8 calibrated on
+    ``cache.quantization``) on the cached split, run by onnxruntime."""
+    from natv2.export.quantize import int8_top1
+
+    net = materialize(supernet, arch)
+    recalibrate_bn(net, cache.batches("calib", arch.resolution))
+    r = arch.resolution
+    calibration = [x.cpu().numpy() for x, _ in cache.batches("quant", r)]
+    batches = [(x.cpu().numpy(), y.cpu().numpy()) for x, y in cache.batches("eval", r)]
+    return int8_top1(net.cpu().eval(), r, calibration, batches)

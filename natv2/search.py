@@ -43,7 +43,8 @@ from natv2.atomic import atomic_torch_save
 from natv2.data import DatasetSplits
 from natv2.device_profiles import Costs, Profile
 from natv2.errors import Natv2Error
-from natv2.evaluate import EvalData, evaluate_subnet
+from natv2.evaluate import EvalData, evaluate_int8, evaluate_subnet
+from natv2.export.quantize import CALIBRATION_IMAGES as INT8_CALIBRATION_IMAGES
 from natv2.predictors import SEARCH_FEATURES, make_predictor
 from natv2.profiling.cost import subnet_cost
 from natv2.profiling.latency_model import LatencyModel, fit_from_records, latency_features
@@ -231,7 +232,8 @@ class NATv2Search:
         self.state = SearchState()
         self.config = next(iter(nets.values())).config
         cal = data.calibration_subset(job.settings.calibration_images)
-        self.cache = EvalData(data, data.val, cal, acc, job.settings.eval_batch)
+        quant = data.calibration_subset(INT8_CALIBRATION_IMAGES)
+        self.cache = EvalData(data, data.val, cal, acc, job.settings.eval_batch, quant)
         self._scores: dict[tuple[int, ...], dict] = {}
         self.latency_model: LatencyModel | None = None
 
@@ -631,9 +633,38 @@ class NATv2Search:
                 on_iteration(it)
         return self.finish()
 
+    def int8_front(self, fr: list[dict]) -> list[dict]:
+        """int8 profiles: the device runs the int8 file, so the front is what survives
+        quantization. Every float-front subnet's int8 validation top-1 (``int8_accuracy``,
+        the file ``natv2 export`` writes, run by onnxruntime) is measured, and the front
+        returned is the non-dominated set on (int8 top-1, costs); a subnet that loses its
+        place in int8 is logged with its figures."""
+        if self.job.profile.dtype != "int8" or not fr:
+            return fr
+        results = self._sharded(
+            fr,
+            "int8 top-1 of the front",
+            lambda a: evaluate_int8(self.nets[a.width], a, self.cache),
+        )
+        for rec in fr:
+            rec["int8_accuracy"] = results[tuple(rec["vector"])]
+        as_int8 = [{**r, "accuracy": r["int8_accuracy"]} for r in fr]
+        kept = {r["id"] for r in front(as_int8, self.job.objective_keys)}
+        for r in fr:
+            if r["id"] not in kept:
+                self.log(
+                    f"{r['id']} left the front in int8: val top-1 {100 * r['accuracy']:.2f} % "
+                    f"float, {100 * r['int8_accuracy']:.2f} % int8"
+                )
+        return [r for r in fr if r["id"] in kept]
+
     def finish(self) -> dict:
-        fr = front(self.state.archive, self.job.objective_keys)
-        ht = high_tradeoff(fr, self.job.objective_keys, self.job.high_tradeoff_k)
+        fr = self.int8_front(front(self.state.archive, self.job.objective_keys))
+        # the trade-offs of what the device runs: int8 top-1 where it was measured
+        by_id = {r["id"]: r for r in fr}
+        deployed = [{**r, "accuracy": r.get("int8_accuracy", r["accuracy"])} for r in fr]
+        ht_ids = high_tradeoff(deployed, self.job.objective_keys, self.job.high_tradeoff_k)
+        ht = [by_id[r["id"]] for r in ht_ids]
         if self.acc.is_main:
             rundir.write_json(self.run_dir / f"{rundir.FRONT}.json", fr)
             rundir.write_csv(self.run_dir / f"{rundir.FRONT}.csv", fr)

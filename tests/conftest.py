@@ -47,6 +47,9 @@ def tight_profile(tmp_path_factory):
         '[hardware]\ndtype = "int8"\nmacs_per_second = 1.0e8\nsram_bytes = 40000\n'
         "flash_bytes = 400000\n"
         '[task]\nobjectives = ["accuracy", "macs"]\n'
+        # the tests' supernet trains for seconds and sits near chance, where int8 rounding
+        # moves several of digits' 359 test images: the int8 check runs, with this tolerance
+        "max_top1_drop = 0.1\n"
         "[budgets]\nmax_macs = 1200000\nmax_peak_sram_bytes = 30000\n"
     )
     return path

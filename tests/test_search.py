@@ -78,6 +78,18 @@ def test_search_writes_every_output(search_run):
     assert (search_run / "pareto.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_an_int8_profile_ranks_the_front_on_the_int8_files_top1(search_run):
+    """What the device runs is the int8 file: every front subnet carries its int8 validation
+    top-1, and none is dominated by another on (int8 top-1, MACs)."""
+    front = json.loads((search_run / "front.json").read_text())
+    assert all(0.0 <= r["int8_accuracy"] <= 1.0 for r in front)
+    for a in front:
+        for b in front:
+            dominated = b["int8_accuracy"] >= a["int8_accuracy"] and b["macs"] <= a["macs"]
+            strictly = b["int8_accuracy"] > a["int8_accuracy"] or b["macs"] < a["macs"]
+            assert not (dominated and strictly), (a["id"], b["id"])
+
+
 def test_every_returned_subnet_fits_the_profile_counted_with_fvcore(search_run, tight_profile):
     profile = load_profile(tight_profile)
     nets, _ = load_supernets(search_run / "supernet.pt")
@@ -108,8 +120,8 @@ def test_every_returned_subnet_exports_validates_and_runs(cli, search_run, tight
     x = torch.stack([digits.test[i][0] for i in range(8)])
     for rec in {r["id"]: r for r in records}.values():
         # the int8 profile makes export write and check model.int8.tflite too (~10-20 s each)
-        res = cli("export", search_run, "--subnet", rec["id"], "--runs", "0", "--limit", "64")
-        assert res.code == 0, (rec["id"], res.err)
+        res = cli("export", search_run, "--subnet", rec["id"], "--runs", "0")
+        assert res.code == 0, (rec["id"], res.out, res.err)
         folder = search_run / "exports" / rec["id"]
         report = json.loads((folder / "report.json").read_text())
         assert (folder / "model.int8.tflite").is_file(), rec["id"]
@@ -122,6 +134,10 @@ def test_every_returned_subnet_exports_validates_and_runs(cli, search_run, tight
         for key in ("flash_bytes", "peak_sram_bytes"):
             assert len(set(report["memory"][key].values())) == 1, (rec["id"], key)
         assert report["verdict"]["passed"], rec["id"]
+        # the int8 self-check ran on every quantized file (digits' whole test split)
+        checked = {c["file"] for c in report["verdict"]["top1_checks"]}
+        assert checked == {"model.int8.onnx", "model.int8-host.onnx", "model.int8.tflite (TFLM)"}
+        assert "max_top1_drop" not in report["verdict"]["unchecked"]
         deployed = folder / report["verdict"]["deployed_file"]
         res = cli("validate", deployed, "--device", tight_profile, "--runs", "1", "--json")
         assert res.code == 0, (rec["id"], res.err)

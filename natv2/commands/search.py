@@ -139,16 +139,21 @@ def free_run_dir(root: Path, name: str) -> Path:
 
 
 def front_table(front: list[dict], high: set[str], measured: bool = False) -> str:
-    """The front as text; ``measured`` adds the latency timed on this host (measure profiles)."""
+    """The front as text; ``measured`` adds the latency timed on this host (measure profiles);
+    int8 profiles add the int8 file's validation top-1 (the search ranks on it)."""
+    int8 = any("int8_accuracy" in r for r in front)
     head = (
-        f"{'subnet':<28} {'val top-1':>9} {'params':>9} {'MACs':>11} {'peak SRAM':>10} "
+        f"{'subnet':<28} {'val top-1':>9} "
+        + (f"{'int8':>7} " if int8 else "")
+        + f"{'params':>9} {'MACs':>11} {'peak SRAM':>10} "
         f"{'flash':>10}  " + (f"{'host ms':>8}  " if measured else "")
     )
     lines = ["front (* = high trade-off):", head, "-" * len(head)]
     for r in front:
         ms = f"{r['latency_ms']:>8.3f}  " if measured and r.get("latency_ms") is not None else ""
+        q = f"{100 * r['int8_accuracy']:>6.2f}% " if int8 else ""
         lines.append(
-            f"{r['id']:<28} {100 * r['accuracy']:>8.2f}% {r['params']:>9,} {r['macs']:>11,} "
+            f"{r['id']:<28} {100 * r['accuracy']:>8.2f}% {q}{r['params']:>9,} {r['macs']:>11,} "
             f"{r['peak_sram_bytes']:>10,} {r['flash_bytes']:>10,} "
             + ms
             + ("*" if r["id"] in high else "")
