@@ -34,9 +34,13 @@ from functools import lru_cache
 import numpy as np
 
 from natv2.errors import EncodingError
-from natv2.untrusted import short_int, shown
+from natv2.untrusted import MAX_RESOLUTION, short_int, shown
 
+#: the paper's resolutions (the R gene's values in OFA's ImageNet layout); a supernet trained on
+#: small images has its own (``SupernetConfig.resolutions``, ``SearchSpace.grid``)
 RESOLUTIONS: tuple[int, ...] = (48, 52, 56, 60, 64)
+#: the input sides any Arch may have (a supernet's resolutions lie inside)
+MIN_RESOLUTION = 4
 WIDTHS: tuple[float, ...] = (1.0, 1.2)
 EXITS: tuple[int, ...] = (1, 2, 3, 4, 5)
 EXPANDS: tuple[int, ...] = (3, 4, 6)
@@ -163,8 +167,10 @@ class Arch:
 
 def validate_arch(arch: Arch) -> None:
     """Raise EncodingError unless the supernet can run ``arch`` as written."""
-    if arch.resolution not in RESOLUTIONS:
-        raise EncodingError(f"resolution {arch.resolution} not in {RESOLUTIONS}")
+    if not MIN_RESOLUTION <= arch.resolution <= MAX_RESOLUTION:
+        raise EncodingError(
+            f"resolution {short_int(arch.resolution)} not in {MIN_RESOLUTION}..{MAX_RESOLUTION}"
+        )
     if arch.width not in WIDTHS:
         raise EncodingError(f"width {arch.width} not in {WIDTHS}")
     if arch.exit not in EXITS:
@@ -190,27 +196,45 @@ def validate_arch(arch: Arch) -> None:
 class SearchSpace:
     """One encoding over the OFAv2 space, optionally restricted to some resolutions/widths.
 
-    The gene values keep the paper's fixed meaning (R=0 is 48 px whatever the restriction);
-    a restriction narrows the bounds and snaps values outside the allowed set.
+    ``grid`` is the supernet's resolutions: gene R = i means ``grid[i]`` (the paper's 48..64 px
+    by default; a supernet fitted to small images has its own, ``SupernetConfig.resolutions``).
+    The gene values keep that meaning whatever the restriction (with the paper's grid, R=0 is
+    48 px); a restriction narrows the bounds and snaps values outside the allowed set.
     """
 
     encoding: str = "exits+parallel"
-    resolutions: tuple[int, ...] = RESOLUTIONS
+    resolutions: tuple[int, ...] | None = None  # allowed, a subset of the grid (None: all)
     widths: tuple[float, ...] = WIDTHS
+    grid: tuple[int, ...] = RESOLUTIONS
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
             raise EncodingError(
                 f"unknown encoding {self.encoding!r}; choose one of: {', '.join(ENCODINGS)}"
             )
-        bad_r = [r for r in self.resolutions if r not in RESOLUTIONS]
+        grid = tuple(sorted({int(r) for r in self.grid}))
+        if not grid or not all(MIN_RESOLUTION <= r <= MAX_RESOLUTION for r in grid):
+            raise EncodingError(
+                f"a resolution grid is a non-empty list of {MIN_RESOLUTION}..{MAX_RESOLUTION} px"
+            )
+        object.__setattr__(self, "grid", grid)
+        if self.resolutions is None:
+            object.__setattr__(self, "resolutions", grid)
+        assert self.resolutions is not None
+        bad_r = [r for r in self.resolutions if r not in grid]
         if not self.resolutions or bad_r:
-            raise EncodingError(f"resolutions must be a non-empty subset of {RESOLUTIONS}")
+            raise EncodingError(f"resolutions must be a non-empty subset of {list(grid)}")
         bad_w = [w for w in self.widths if w not in WIDTHS]
         if not self.widths or bad_w:
             raise EncodingError(f"widths must be a non-empty subset of {WIDTHS}")
         object.__setattr__(self, "resolutions", tuple(sorted(set(self.resolutions))))
         object.__setattr__(self, "widths", tuple(sorted(set(self.widths))))
+
+    @property
+    def allowed_resolutions(self) -> tuple[int, ...]:
+        """The resolutions subnets may have (``resolutions``, never None after init)."""
+        assert self.resolutions is not None
+        return self.resolutions
 
     # --- layout -------------------------------------------------------------------------
     @property
@@ -242,7 +266,7 @@ class SearchSpace:
     @property
     def lower(self) -> np.ndarray:
         lo = np.zeros(self.length, dtype=np.int64)
-        lo[0] = RESOLUTIONS.index(self.resolutions[0])
+        lo[0] = self.grid.index(self.allowed_resolutions[0])
         lo[1] = WIDTHS.index(self.widths[0])
         for i in range(N_LEVELS):
             if i % LEVELS_PER_STAGE < MIN_DEPTH:
@@ -252,7 +276,7 @@ class SearchSpace:
     @property
     def upper(self) -> np.ndarray:
         hi = np.full(self.length, self.max_level_code, dtype=np.int64)
-        hi[0] = RESOLUTIONS.index(self.resolutions[-1])
+        hi[0] = self.grid.index(self.allowed_resolutions[-1])
         hi[1] = WIDTHS.index(self.widths[-1])
         if self.has_exits:
             hi[2] = len(EXITS) - 1
@@ -311,7 +335,7 @@ class SearchSpace:
     def decode(self, vector: Sequence[int] | np.ndarray) -> Arch:
         """Decode any in-bounds vector to its canonical, runnable Arch."""
         v = self.check(vector)
-        resolution = _snap(RESOLUTIONS[v[0]], self.resolutions)
+        resolution = _snap(self.grid[v[0]], self.allowed_resolutions)
         width = _snap(WIDTHS[v[1]], self.widths)
         exit_ = EXITS[v[2]] if self.has_exits else EXITS[-1]
         levels: list[Block | None] = []
@@ -328,13 +352,15 @@ class SearchSpace:
     def encode(self, arch: Arch) -> np.ndarray:
         """The vector of ``arch``; raises when ``arch`` is outside this space."""
         validate_arch(arch)
-        if arch.resolution not in self.resolutions:
-            raise EncodingError(f"resolution {arch.resolution} not in {self.resolutions}")
+        if arch.resolution not in self.allowed_resolutions:
+            raise EncodingError(
+                f"resolution {arch.resolution} not in {list(self.allowed_resolutions)}"
+            )
         if arch.width not in self.widths:
             raise EncodingError(f"width {arch.width} not in {self.widths}")
         if not self.has_exits and arch.exit != EXITS[-1]:
             raise EncodingError(f"encoding {self.encoding!r} has no early exits")
-        head = [RESOLUTIONS.index(arch.resolution), WIDTHS.index(arch.width)]
+        head = [self.grid.index(arch.resolution), WIDTHS.index(arch.width)]
         if self.has_exits:
             head.append(EXITS.index(arch.exit))
         return np.asarray(head + [self._level_to_code(b) for b in arch.levels], dtype=np.int64)
@@ -355,7 +381,8 @@ class SearchSpace:
         """Every level active, largest IRB, all branches, last exit, largest R and W."""
         branches = 7 if self.parallel else BRANCH_IRB
         block = Block(branches, EXPANDS[-1], KERNELS[-1])
-        return Arch(self.resolutions[-1], self.widths[-1], EXITS[-1], (block,) * N_LEVELS)
+        resolution = self.allowed_resolutions[-1]
+        return Arch(resolution, self.widths[-1], EXITS[-1], (block,) * N_LEVELS)
 
     def minimal(self) -> Arch:
         """Depth 2 everywhere, cheapest level, first exit, smallest R and W.
@@ -370,7 +397,10 @@ class SearchSpace:
         )
         exit_ = EXITS[0] if self.has_exits else EXITS[-1]
         arch = Arch(
-            self.resolutions[0], self.widths[0], exit_, (block, block, None, None) * N_STAGES
+            self.allowed_resolutions[0],
+            self.widths[0],
+            exit_,
+            (block, block, None, None) * N_STAGES,
         )
         return self.decode(self.encode(arch))
 
@@ -387,7 +417,8 @@ class SearchSpace:
         if bad.any():
             row = np.argwhere(bad)[0][0]
             self.check(v[row])  # raises the one-line message for the first bad vector
-        r_table = np.array([RESOLUTIONS.index(_snap(r, self.resolutions)) for r in RESOLUTIONS])
+        allowed = self.allowed_resolutions
+        r_table = np.array([self.grid.index(_snap(r, allowed)) for r in self.grid])
         w_table = np.array([WIDTHS.index(_snap(w, self.widths)) for w in WIDTHS])
         v[:, 0] = r_table[v[:, 0]]
         v[:, 1] = w_table[v[:, 1]]
@@ -420,7 +451,7 @@ class SearchSpace:
         patterns, probs = _depth_pattern_distribution()
         depths = np.asarray(patterns)[rng.choice(len(patterns), size=n, p=probs)]
         v = np.zeros((n, self.length), dtype=np.int64)
-        v[:, 0] = [RESOLUTIONS.index(r) for r in rng.choice(self.resolutions, size=n)]
+        v[:, 0] = [self.grid.index(r) for r in rng.choice(self.allowed_resolutions, size=n)]
         v[:, 1] = [WIDTHS.index(w) for w in rng.choice(self.widths, size=n)]
         if self.has_exits:
             v[:, 2] = rng.integers(len(EXITS), size=n)

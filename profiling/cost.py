@@ -423,7 +423,8 @@ def _level_peaks(cfg: SupernetConfig, stage: int, io, hw: int, block: Block, tfl
     out, seg, hw2 = _level(live, x, cfg, stage, io, hw, block)
     live.keep(out)
     profile = live.profile()
-    die = max(profile, default=0)
+    # a level of no nodes (BN and activation in place) holds its input while it runs
+    die = max(profile, default=live.sizes[x])
     # with the input kept to the end of the level, it adds to every node after its last use
     keep = max([die, *(v + live.sizes[x] for v in profile[live.last[x] + 1 :])])
     return (die, keep), ((live.persistent, live.se, live.file) if tflm else (seg, hw2))
@@ -633,7 +634,7 @@ def clear_caches() -> None:
 def _stem_graph(live: _Live, cfg: SupernetConfig, resolution: int) -> int:
     """Stem conv (hswish) and the fixed first block; with ``tflm``, REVERSE_V2 first."""
     c = cfg.stem_channels
-    hw = conv_out(resolution, 3, 2)
+    hw = conv_out(resolution, 3, cfg.stem_stride)
     size = c * hw * hw
     x = live.input(cfg.in_channels * resolution * resolution)
     x = live.tflm_op([x], cfg.in_channels * resolution * resolution, "REVERSE_V2", consts=1)

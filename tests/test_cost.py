@@ -780,6 +780,10 @@ def test_tflm_persistent_part_follows_the_ops_not_the_resolution():
 # --------------------------------------------------------------------------- CLI
 
 
+#: `natv2 space cost` in OFA's layout (the hand-made arch's 48..64 px resolutions)
+OFA_COST = ("space", "cost", "-e", "exits+parallel", "--layout", "imagenet")
+
+
 def vector_of(arch: Arch, encoding: str) -> str:
     return ",".join(str(int(v)) for v in SearchSpace(encoding).encode(arch))
 
@@ -787,7 +791,13 @@ def vector_of(arch: Arch, encoding: str) -> str:
 def test_cli_cost_json_matches_the_model(cli):
     arch = hand_arch()
     vec = vector_of(arch, "exits+parallel")
-    res = cli("space", "cost", vec, "-e", "exits+parallel", "--supernet", "tiny-w1.0", "--json")
+    res = cli(
+        *OFA_COST,
+        vec,
+        "--supernet",
+        "tiny-w1.0",
+        "--json",
+    )
     assert res.code == 0, res.err
     doc = res.json()
     cost = subnet_cost(arch, cfg_of("tiny", "exits+parallel", False), "float32")
@@ -799,11 +809,8 @@ def test_cli_cost_json_matches_the_model(cli):
     assert doc["profile"] is None
     # dense skips, classes and dtype change what they should
     dense = cli(
-        "space",
-        "cost",
+        *OFA_COST,
         vec,
-        "-e",
-        "exits+parallel",
         "--supernet",
         "tiny",
         "--dense-skips",
@@ -826,11 +833,8 @@ def test_cli_cost_with_a_device_reports_each_budget(cli):
     arch = hand_arch()
     vec = vector_of(arch, "exits+parallel")
     res = cli(
-        "space",
-        "cost",
+        *OFA_COST,
         vec,
-        "-e",
-        "exits+parallel",
         "--supernet",
         "tiny",
         "--device",
@@ -846,10 +850,21 @@ def test_cli_cost_with_a_device_reports_each_budget(cli):
     names = [c["name"] for c in prof["checks"]]
     assert names == ["macs", "flash_bytes", "peak_sram_bytes", "latency_ms"]
     assert doc["latency_ms"] == pytest.approx(cost.macs / 1e8 * 1000)
-    text = cli("space", "cost", vec, "-e", "exits+parallel", "--device", "microcontroller")
+    text = cli(
+        *OFA_COST,
+        vec,
+        "--device",
+        "microcontroller",
+    )
     assert text.code == 0 and "max_peak_sram_bytes" in text.out and "verdict: fits" in text.out
     # a profile that measures latency: that budget is reported as not checked
-    host = cli("space", "cost", vec, "-e", "exits+parallel", "--device", "host-cpu", "--json")
+    host = cli(
+        *OFA_COST,
+        vec,
+        "--device",
+        "host-cpu",
+        "--json",
+    )
     prof = host.json()["profile"]
     assert host.json()["dtype"] == "float32" and host.json()["latency_ms"] is None
     assert prof["checks"] == [] and prof["unchecked"] == ["max_latency_ms"]
@@ -858,12 +873,20 @@ def test_cli_cost_with_a_device_reports_each_budget(cli):
 def test_cli_cost_with_an_impossible_profile_reports_and_exits_0(cli, tmp_path):
     path = write_profile(tmp_path / "impossible.toml", "max_params = 1000")
     vec = vector_of(hand_arch(), "exits+parallel")
-    res = cli("space", "cost", vec, "-e", "exits+parallel", "--device", path, "--json")
+    res = cli(
+        *OFA_COST,
+        vec,
+        "--device",
+        path,
+        "--json",
+    )
     assert res.code == 0, res.err
     prof = res.json()["profile"]
     assert prof["fits"] is False
     assert [c["budget_key"] for c in prof["checks"] if not c["passed"]] == ["max_params"]
-    text = cli("space", "cost", vec, "-e", "exits+parallel", "--device", path)
+    text = cli(
+        "space", "cost", vec, "-e", "exits+parallel", "--layout", "imagenet", "--device", path
+    )
     assert text.code == 0 and "does not fit" in text.out and "max_params" in text.out
 
 
@@ -897,3 +920,23 @@ def test_subnet_cost_record():
         "tflite_bytes": 6,
         "dtype": "int8",
     }
+
+
+@pytest.mark.parametrize("storage", [28, 64, 8], ids=["28px", "64px", "8px"])
+@pytest.mark.parametrize("dense", [False, True], ids=["plain", "dense"])
+def test_data_fitted_layouts_cost_what_fvcore_and_onnx_count(storage, dense):
+    """A supernet fitted to small images (a stride-1 stem, strides in stages 2 and 3, its own
+    resolutions): the cost model is exact there too, resolution by resolution."""
+    from natv2.supernet.config import layout_for
+
+    layout = layout_for(storage)
+    cfg = config_for_encoding(
+        "exits+parallel", preset="tiny", width=1.0, dense_skips=dense, **layout
+    )
+    space = SearchSpace("exits+parallel", widths=(1.0,), grid=cfg.resolutions)
+    rng = np.random.default_rng(storage)
+    archs = [space.maximal(), space.minimal()]
+    archs += [space.decode(v) for v in space.sample(4, rng)]
+    assert {a.resolution for a in archs} <= set(layout["resolutions"])
+    for arch in archs:
+        check_whole_subnet(arch, cfg, with_fvcore=not dense)

@@ -152,3 +152,26 @@ def test_ids_are_stable_short_and_readable():
     assert SearchSpace("parallel").decode(SearchSpace("parallel").encode(a)).id == a.id
     # round trip through JSON
     assert Arch.from_dict(arch.to_dict()) == arch
+
+
+def test_a_resolution_grid_gives_the_r_gene_its_pixels():
+    """R indexes the supernet's resolutions: the paper's 48..64 by default, a fitted grid
+    (natv2.supernet.config.layout_for) otherwise; a restriction keeps the gene's meaning."""
+    grid = (20, 24, 28, 32, 36)
+    space = SearchSpace("exits+parallel", grid=grid)
+    v = space.encode(space.maximal())
+    assert v[0] == 4 and space.decode(v).resolution == 36
+    assert SearchSpace("exits+parallel").decode(v).resolution == 64
+    small = SearchSpace("exits+parallel", resolutions=(24, 28), grid=grid)
+    assert small.lower[0] == 1 and small.upper[0] == 2
+    assert small.decode([1, *v[1:]]).resolution == 24
+    with pytest.raises(EncodingError, match=r"allowed range is 1\.\.2"):
+        small.decode([0, *v[1:]])
+    samples = small.sample(50, np.random.default_rng(0))
+    assert {space.decode(s).resolution for s in samples} <= {24, 28}
+    with pytest.raises(EncodingError, match="subset"):
+        SearchSpace("exits+parallel", resolutions=(48,), grid=grid)
+    # an Arch of any sensible resolution describes a subnet; the space decides what it holds
+    arch = Arch.from_dict({**space.maximal().to_dict(), "resolution": 30})
+    with pytest.raises(EncodingError, match="not in"):
+        space.encode(arch)

@@ -504,3 +504,36 @@ def test_a_dead_squeeze_excite_gets_no_degenerate_scale_in_the_onnx_int8_file(di
     assert agree >= 0.9 and smallest >= quantize.MIN_ACTIVATION_RANGE / 256
     monkeypatch.setattr(quantize, "MIN_ACTIVATION_RANGE", None)
     assert quantized()[1] < 1e-9  # what the floor prevents
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_a_data_fitted_layout_converts_and_costs_what_tflm_allocates(seed):
+    """A supernet fitted to 28-px images (stride-1 stem, strides in stages 2 and 3): the
+    mirrored layout is exact, the file is fully int8 without PAD ops, and the cost model's
+    TFLM arena and file size hold as on OFA's layout."""
+    from natv2.export.tflite import convert_int8
+    from natv2.export.tflm import find_arena
+    from natv2.profiling.cost import subnet_cost
+    from natv2.supernet.config import layout_for
+
+    layout = layout_for(28)
+    cfg = config_for_encoding("exits+parallel", preset="tiny", width=1.0, **layout)
+    space = SearchSpace("exits+parallel", widths=(1.0,), grid=cfg.resolutions)
+    arch = space.decode(space.sample(1, np.random.default_rng(seed))[0])
+    arch = space.decode(space.encode(_all_branches_first(arch)))
+    torch.manual_seed(0)
+    net = _random_bn(Subnet(arch, cfg))
+    r = arch.resolution
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, r, r, generator=gen)
+    with torch.no_grad():
+        a, b = net(x), mirrored_module(net, r)(x.flip([2, 3]))
+    assert (a - b).abs().max() <= 1e-4 * max(1.0, a.abs().max().item())
+    model = convert_int8(net, r, [torch.randn(4, 3, r, r, generator=gen)]).model
+    graph = read_tflite(model)
+    assert graph.fully_int8 and not graph.problems()
+    cost = subnet_cost(arch, cfg, "int8")
+    arena = find_arena(model)
+    assert cost.tflm_arena_bytes - cost.tflm_persistent_bytes == arena.head_bytes, arch.id
+    assert 0 <= cost.tflm_arena_bytes - arena.arena_bytes <= TFLM_TOLERANCE, arch.id
+    assert 0 <= cost.tflite_bytes - len(model) <= TFLITE_FILE_TOLERANCE, arch.id

@@ -101,7 +101,9 @@ class OFAv2Supernet(nn.Module):
     def __init__(self, config: SupernetConfig) -> None:
         super().__init__()
         self.config = config
-        self.space = SearchSpace(encoding_of(config), widths=(config.width,))
+        self.space = SearchSpace(
+            encoding_of(config), widths=(config.width,), grid=config.resolutions
+        )
         self.stem = make_stem(config)
         self.first_block = FirstBlock(config.stem_channels)
         self.stages = nn.ModuleList(

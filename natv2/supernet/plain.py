@@ -191,7 +191,7 @@ class ExitHead(nn.Module):
 
 
 def make_stem(config: SupernetConfig) -> ConvBNAct:
-    return ConvBNAct(config.in_channels, config.stem_channels, 3, 2, act="hswish")
+    return ConvBNAct(config.in_channels, config.stem_channels, 3, config.stem_stride, act="hswish")
 
 
 def make_exit_head(config: SupernetConfig, stage: int) -> ExitHead:
