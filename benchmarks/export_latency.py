@@ -45,6 +45,7 @@ from natv2.export.onnx import INPUT_NAME, to_onnx
 from natv2.export.quantize import quantize_int8
 from natv2.profiling.counters import fvcore_macs
 from natv2.profiling.latency import measure_latency, physical_cores
+from natv2.rundir import load_config, run_space
 from natv2.space import Arch, Block, SearchSpace
 from natv2.supernet import Subnet, build_supernet, config_for_encoding, materialize
 
@@ -98,7 +99,7 @@ def run_subnets(run_dir: Path) -> list[tuple[str, Subnet]]:
     nets, _ = load_supernets(run_dir / SUPERNET)
     out = []
     for label, rec in picks.items():
-        arch = SearchSpace(rec["encoding"]).decode(rec["vector"])
+        arch = run_space(load_config(run_dir), rec["encoding"]).decode(rec["vector"])
         out.append((f"{label} {arch.id}", materialize(nets[arch.width], arch).eval()))
     return out
 

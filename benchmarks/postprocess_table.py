@@ -63,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     from natv2.errors import Natv2Error
     from natv2.postprocess import postprocess_run
     from natv2.rundir import load_config
-    from natv2.space import SearchSpace
 
     try:
         config = load_config(args.run_dir)
@@ -91,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for sid in ids:
             record = rundir.find_subnet(args.run_dir, sid)
-            arch = SearchSpace(record.get("encoding") or config["encoding"]).decode(
-                record["vector"]
-            )
+            encoding = record.get("encoding") or config["encoding"]
+            arch = rundir.run_space(config, encoding).decode(record["vector"])
             exits = bool((config.get("supernet_config") or {}).get("exits"))
             methods = ["finetune"] + (["aep"] if exits and arch.exit > 1 else [])
             base = None

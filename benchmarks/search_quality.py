@@ -57,7 +57,8 @@ def main_job_setup(device: str, supernet: str = "tiny-w1.0") -> MainJobSetup:
     profile = load_profile(device)
     req = SearchRequest(device=device, supernet=supernet)
     resolved = resolve_supernets(req, profile, data, acc, log=print)
-    space = search_space(profile, resolved.encoding, sorted(resolved.nets))
+    grid = next(iter(resolved.nets.values())).config.resolutions
+    space = search_space(profile, resolved.encoding, sorted(resolved.nets), grid)
     macs_ref = float(profile.budgets.get("max_macs", 0)) or 1e8
     return MainJobSetup(acc, data, profile, req, resolved.nets, space, macs_ref)
 

@@ -42,6 +42,7 @@ from natv2.profiling.cost import subnet_cost
 from natv2.space import Arch, SearchSpace
 from natv2.supernet import build_supernet, config_for_encoding
 from natv2.supernet.checkpoint import load_supernets
+from natv2.supernet.config import layout_of
 from natv2.supernet.materialize import materialize
 
 ENCODING = "exits+parallel"
@@ -116,8 +117,12 @@ def main() -> None:
     torch.set_flush_denormal(True)
     acc = resolve_accelerator("cpu")
     data = load_dataset(args.dataset)
-    config = config_for_encoding(ENCODING, preset="tiny", width=1.0, num_classes=data.num_classes)
-    space = SearchSpace(ENCODING, widths=(1.0,))
+    # the main job's layout: fitted to the dataset's image size (natv2.supernet.config)
+    layout = layout_of("data", data.storage_size)
+    config = config_for_encoding(
+        ENCODING, preset="tiny", width=1.0, num_classes=data.num_classes, **layout
+    )
+    space = SearchSpace(ENCODING, widths=(1.0,), grid=config.resolutions)
     cache = EvalData(data, data.test, data.calibration_subset(500), acc)
     picks = fixed_subnets(space, config)
 

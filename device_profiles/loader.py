@@ -30,7 +30,7 @@ Schema (every table and key is listed in ``_SCHEMA``; unknown keys are errors)::
     [task]
     objectives = ["accuracy", "macs"]       # accuracy first; then any of params, macs, flash,
                                             #   peak_sram, latency
-    resolutions = [48, 52, 56, 60, 64]      # optional, default all five
+    resolutions = [48, 52, 56]              # optional, default any the supernet has
     target_latency_ms = 500                 # optional
     max_top1_drop = 0.01                    # optional, default 0.01: how far an int8 file's
                                             #   test top-1 may fall below the float model's
@@ -74,8 +74,9 @@ from natv2.device_profiles.profile import (
     DEFAULT_MAX_TOP1_DROP,
     DTYPES,
     LATENCY_MODES,
+    MAX_INPUT_SIDE,
+    MIN_INPUT_SIDE,
     OBJECTIVES,
-    RESOLUTIONS,
     RUNTIMES,
     Profile,
     format_figure,
@@ -349,14 +350,18 @@ def _objectives(task: dict[str, Any], src: str) -> list[str]:
     return objectives
 
 
-def _resolutions(task: dict[str, Any], src: str) -> list[int]:
-    """Input resolutions the supernet has, at least one, each once (default: all)."""
-    resolutions = task.get("resolutions", list(RESOLUTIONS))
-    bad_res = [r for r in resolutions if r not in RESOLUTIONS]
-    if bad_res or not resolutions or len(set(resolutions)) != len(resolutions):
+def _resolutions(task: dict[str, Any], src: str) -> list[int] | None:
+    """The input resolutions the device takes, at least one, each once; None (the default):
+    any resolution the supernet has (its resolutions follow the dataset)."""
+    if "resolutions" not in task:
+        return None
+    resolutions = task["resolutions"]
+    bad = [r for r in resolutions if not MIN_INPUT_SIDE <= r <= MAX_INPUT_SIDE]
+    if bad or not resolutions or len(set(resolutions)) != len(resolutions):
         raise Natv2Error(
-            f"{src}: 'task.resolutions' = {resolutions} must be a non-empty list of distinct "
-            f"values from {list(RESOLUTIONS)} (the supernet's input resolutions)"
+            f"{src}: 'task.resolutions' = {shown(resolutions)} must be a non-empty list of "
+            f"distinct input sides in {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE} px (or left out: any "
+            "resolution the supernet has)"
         )
     return resolutions
 
@@ -475,7 +480,7 @@ def _parse(text: str, src: str) -> Profile:
         macs_per_second=float(hw["macs_per_second"]) if "macs_per_second" in hw else None,
         safety_margin=float(margin),
         objectives=tuple(objectives),
-        resolutions=tuple(resolutions),
+        resolutions=None if resolutions is None else tuple(resolutions),
         target_latency_ms=float(target) if target is not None else None,
         max_top1_drop=max_drop,
         budgets=ordered,

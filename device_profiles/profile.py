@@ -28,7 +28,9 @@ _SRAM_COST_KEYS: dict[str, str] = {"tflm": "tflm_arena_bytes"}
 _FLASH_COST_KEYS: dict[str, str] = {"tflm": "tflite_bytes"}
 _TFLM_NOTE = " (runtime = tflm: TFLite Micro's arena, activations plus its persistent part)"
 OBJECTIVES: tuple[str, ...] = ("accuracy", "params", "macs", "flash", "peak_sram", "latency")
-RESOLUTIONS: tuple[int, ...] = (48, 52, 56, 60, 64)
+#: the input sides a profile may restrict the search to (``task.resolutions``)
+MIN_INPUT_SIDE = 4
+MAX_INPUT_SIDE = 2048
 
 #: objective name -> the cost key that measures it (accuracy is not a cost)
 OBJECTIVE_COST_KEYS: dict[str, str] = {
@@ -227,11 +229,15 @@ class Profile:
     macs_per_second: float | None = None
     safety_margin: float = 0.0
     objectives: tuple[str, ...] = ("accuracy",)
-    resolutions: tuple[int, ...] = RESOLUTIONS
+    resolutions: tuple[int, ...] | None = None  # None: any the supernet has
     target_latency_ms: float | None = None
     max_top1_drop: float = DEFAULT_MAX_TOP1_DROP
     budgets: dict[str, float] = field(default_factory=dict)
     derived_from: dict[str, str] = field(default_factory=dict)
+
+    def allows_resolution(self, resolution: int) -> bool:
+        """Whether the device takes inputs of ``resolution`` px (``task.resolutions``)."""
+        return self.resolutions is None or resolution in self.resolutions
 
     def budget_origin(self, key: str) -> str:
         """``"given"`` (written in [budgets]) or ``"derived"``."""
@@ -345,7 +351,7 @@ class Profile:
             },
             "task": {
                 "objectives": list(self.objectives),
-                "resolutions": list(self.resolutions),
+                "resolutions": None if self.resolutions is None else list(self.resolutions),
                 "target_latency_ms": self.target_latency_ms,
                 "max_top1_drop": self.max_top1_drop,
             },

@@ -38,6 +38,7 @@ from natv2.supernet.config import (
     SupernetConfig,
     config_for_encoding,
     encoding_of,
+    layout_of,
     parse_supernet_name,
 )
 from natv2.supernet.network import OFAv2Supernet
@@ -63,6 +64,7 @@ class SearchRequest:
     dense_skips: bool = False
     pretrain_schedule: str = "scratch"
     high_tradeoff_k: int | None = None  # NAT's fixed top-k trade-off subnets
+    layout: str = "data"  # a preset's strides and resolutions (natv2.supernet.config.LAYOUTS)
 
 
 def cache_dir() -> Path:
@@ -87,15 +89,19 @@ def pretrained_path(req: SearchRequest, data: DatasetSplits) -> Path:
             req.dense_skips,
             data.num_classes,
             __version__,
+            # the layout only when it is not OFA's, so earlier cached supernets keep their key
+            *([] if req.layout == "imagenet" else [layout_of(req.layout, data.storage_size)]),
         ]
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return cache_dir() / f"{req.supernet}-{req.encoding.replace('+', '_')}-{digest}.pt"
 
 
-def search_space(profile: Profile, encoding: str, widths) -> SearchSpace:
-    allowed = tuple(r for r in profile.resolutions)
-    return SearchSpace(encoding, resolutions=allowed, widths=tuple(widths))
+def search_space(profile: Profile, encoding: str, widths, grid) -> SearchSpace:
+    """The space a search explores: the supernet's resolutions (``grid``) the profile takes,
+    every width of the family (``ensure_feasible`` refuses a profile that takes none)."""
+    allowed = tuple(r for r in grid if profile.allows_resolution(r)) or None
+    return SearchSpace(encoding, resolutions=allowed, widths=tuple(widths), grid=tuple(grid))
 
 
 def ensure_feasible(profile: Profile, space: SearchSpace, config: SupernetConfig) -> Costs:
@@ -108,14 +114,17 @@ def ensure_feasible(profile: Profile, space: SearchSpace, config: SupernetConfig
     the space achieves) when even the cheapest subnet breaks a budget, or when the space has
     none of the profile's resolutions.
     """
-    resolutions = tuple(r for r in space.resolutions if r in profile.resolutions)
+    resolutions = tuple(r for r in space.allowed_resolutions if profile.allows_resolution(r))
     if not resolutions:
         raise Natv2Error(
             f"{profile.source}: device profile '{profile.name}' allows input resolutions "
-            f"{list(profile.resolutions)} but the search space has only "
-            f"{list(space.resolutions)}; add one of them to task.resolutions"
+            f"{list(profile.resolutions or ())} but the search space has only "
+            f"{list(space.allowed_resolutions)}; add one of them to task.resolutions, or remove "
+            "the list"
         )
-    restricted = SearchSpace(space.encoding, resolutions=resolutions, widths=space.widths)
+    restricted = SearchSpace(
+        space.encoding, resolutions=resolutions, widths=space.widths, grid=space.grid
+    )
     figures = cheapest_costs(restricted, config, profile.dtype)
     cheapest = Costs.of({**figures, "latency_ms": profile.estimate_latency_ms(figures["macs"])})
     check_feasible(profile, cheapest)
@@ -152,7 +161,7 @@ def resolve_supernets(
                         f"{config.num_classes} -> {data.num_classes} classes"
                     )
             config = next(iter(nets.values())).config
-        space = search_space(profile, encoding_of(config), sorted(nets))
+        space = search_space(profile, encoding_of(config), sorted(nets), config.resolutions)
         ensure_feasible(profile, space, config)
         return Supernets(nets, encoding_of(config), transfer, source)
     preset, widths = parse_supernet_name(req.supernet)
@@ -162,13 +171,21 @@ def resolve_supernets(
         width=widths[0],
         num_classes=data.num_classes,
         dense_skips=req.dense_skips,
+        **layout_of(req.layout, data.storage_size),
     )
-    ensure_feasible(profile, search_space(profile, req.encoding, widths), config)
+    ensure_feasible(
+        profile, search_space(profile, req.encoding, widths, config.resolutions), config
+    )
     ckpt = pretrained_path(req, data)
     if not ckpt.is_file():
         log(f"no pretrained {req.supernet} supernet for {data.name} yet: training one ({ckpt})")
         cfg = PretrainConfig(
-            req.supernet, req.encoding, req.pretrain_schedule, req.dense_skips, req.seed
+            req.supernet,
+            req.encoding,
+            req.pretrain_schedule,
+            req.dense_skips,
+            req.seed,
+            layout=req.layout,
         )
         pretrain(cfg, data, acc, ckpt, resume=True, log=log)
     else:
@@ -191,7 +208,10 @@ RESUME_FLAGS: dict[str, str] = {
     "seed": "--seed",
     "dense_skips": "--dense-skips",
     "pretrain_schedule": "--pretrain-schedule",
+    "layout": "--layout",
 }
+#: what a run made before an option existed used: its value when config.json lacks it
+RESUME_DEFAULTS: dict[str, object] = {"layout": "imagenet"}
 #: options that may change on ``--resume``: where computation runs and how output is shown
 RESUME_FREE: tuple[str, ...] = (
     "--accelerator",
@@ -238,7 +258,7 @@ def resume_differences(old: dict, req: SearchRequest, profile: Profile) -> list[
         if field in ("iterations", "archive_size"):
             before, now = stored_settings.get(field), getattr(settings, field)
         else:
-            before, now = stored.get(field), new[field]
+            before, now = stored.get(field, RESUME_DEFAULTS.get(field)), new[field]
         if before != now:
             diffs.append(f"{flag} was {shown(before)}, now {shown(now)}")
     return diffs
@@ -320,7 +340,8 @@ def run_search(
         objectives = tuple(profile.objectives)
         supernets = resolve_supernets(req, profile, data, acc, log)
         nets, encoding = supernets.nets, supernets.encoding
-        space = search_space(profile, encoding, sorted(nets))
+        config = next(iter(nets.values())).config
+        space = search_space(profile, encoding, sorted(nets), config.resolutions)
         job = SearchJob(
             profile,
             space,

@@ -780,14 +780,13 @@ def postprocess_run(
     ``data``: the run's dataset, already loaded; otherwise it is loaded as the run recorded
     it, from ``data_dir`` when given (:func:`natv2.rundir.run_dataset`)."""
     from natv2 import rundir
-    from natv2.space import SearchSpace
     from natv2.supernet.checkpoint import load_supernets
     from natv2.supernet.materialize import materialize
     from natv2.supernet.network import check_runnable
 
     found = rundir.run_subnet(run_dir, subnet_id)
     run_dir, config, record, encoding = found.run_dir, found.config, found.record, found.encoding
-    arch = SearchSpace(encoding).decode(found.vector)
+    arch = found.space.decode(found.vector)
     if arch.id != subnet_id:
         raise Natv2Error(
             f"{run_dir}: the record {subnet_id} decodes to {arch.id}; the run directory is "

@@ -65,7 +65,6 @@ from natv2.space import (
     KERNELS,
     LEVELS_PER_STAGE,
     N_STAGES,
-    RESOLUTIONS,
     SearchSpace,
 )
 
@@ -989,7 +988,7 @@ def synthetic_accuracy(
     """
     v = np.asarray(vectors, dtype=np.int64).reshape(-1, space.length)
     n = len(v)
-    r = v[:, 0] / (len(RESOLUTIONS) - 1)
+    r = v[:, 0] / max(1, len(space.grid) - 1)
     w = v[:, 1].astype(np.float64)
     exit_ = v[:, 2] + 1 if space.has_exits else np.full(n, N_STAGES)
     codes = v[:, space.level_offset :].reshape(n, N_STAGES, LEVELS_PER_STAGE)

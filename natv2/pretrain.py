@@ -21,7 +21,7 @@ from natv2.evaluate import EvalData, evaluate_subnet
 from natv2.launch import default_processes, run_local, spawn_data_parallel
 from natv2.space import SearchSpace
 from natv2.supernet.checkpoint import load_supernets, save_supernets
-from natv2.supernet.config import config_for_encoding, parse_supernet_name
+from natv2.supernet.config import config_for_encoding, layout_of, parse_supernet_name
 from natv2.supernet.network import OFAv2Supernet, build_supernet
 from natv2.train import SupernetTrainer, make_schedule
 
@@ -34,6 +34,7 @@ class PretrainConfig:
     dense_skips: bool = False
     seed: int = 0
     calibration_images: int = 500
+    layout: str = "data"  # strides and resolutions: fitted to the dataset, or OFA's (LAYOUTS)
 
 
 def training_checkpoint(out: Path, width: float) -> Path:
@@ -86,6 +87,7 @@ def _pretrain(cfg, data, acc, out, resume, show_progress, log) -> dict:
             num_classes=data.num_classes,
             in_channels=data.in_channels,
             dense_skips=cfg.dense_skips,
+            **layout_of(cfg.layout, data.storage_size),
         )
         net = build_supernet(config, seed=cfg.seed)
         trainer = SupernetTrainer(
@@ -126,6 +128,7 @@ def _pretrain(cfg, data, acc, out, resume, show_progress, log) -> dict:
             "encoding": cfg.encoding,
             "schedule": cfg.schedule,
             "seed": cfg.seed,
+            "layout": cfg.layout,
             "report": report["widths"],
         }
         save_supernets(out, nets, meta)

@@ -294,6 +294,24 @@ class RunSubnet:
         """The run's adapted supernet, which the subnet is materialised from."""
         return self.run_dir / SUPERNET
 
+    @property
+    def space(self):
+        """The space the record's vector belongs to (``run_space``)."""
+        return run_space(self.config, self.encoding)
+
+
+def run_space(config: dict, encoding: str):
+    """The ``SearchSpace`` a run's vectors decode in: the encoding's, with the resolutions of
+    the run's supernet (``config.json``'s ``supernet_config``; OFA's 48-64 px for runs that
+    predate fitted layouts)."""
+    from natv2.space import RESOLUTIONS, SearchSpace
+
+    raw = config.get("supernet_config")
+    grid = raw.get("resolutions") if isinstance(raw, dict) else None
+    if not isinstance(grid, list) or not all(isinstance(r, int) for r in grid):
+        grid = list(RESOLUTIONS)
+    return SearchSpace(encoding, grid=tuple(grid))
+
 
 def run_subnet(run_dir: str | Path, subnet_id: str) -> RunSubnet:
     """The configuration of the run in ``run_dir`` and the record of ``subnet_id``; raises

@@ -41,6 +41,7 @@ from natv2.accelerator import Accelerator
 from natv2.archive import front, high_tradeoff, keep_best, select_candidates
 from natv2.atomic import atomic_torch_save
 from natv2.data import DatasetSplits
+from natv2.data.splits import SPLIT_SEED
 from natv2.device_profiles import Costs, Profile
 from natv2.errors import Natv2Error
 from natv2.evaluate import EvalData, evaluate_int8, evaluate_subnet
@@ -56,6 +57,8 @@ from natv2.transfer import PAPER_WARMUP_LR
 from natv2.untrusted import MAX_COUNT, Field, check_fields, file_errors, load_torch
 
 SEARCH_STATE_FORMAT = "natv2-search/1"
+#: most validation images the returned front is measured on
+FINAL_EVAL_IMAGES = 10_000
 #: what a search checkpoint must hold, checked before the search reads it
 SEARCH_STATE_SCHEMA = {
     "format": Field(str),
@@ -102,6 +105,10 @@ class SearchSettings:
     adapt_from: str = "archive"
     calibration_images: int = 2000
     eval_batch: int = 250
+    # validation images every subnet is ranked on while searching (a fixed, seeded slice, so
+    # that the search's cost does not grow with the dataset); None: the whole split. The
+    # returned front is measured on the whole split (at most FINAL_EVAL_IMAGES)
+    eval_images: int | None = None
     # latency = "measure" profiles: timed onnxruntime runs of each evaluated subnet (median)
     latency_runs: int = 30
     # transfer warm-up of the maximal networks when the supernet was pretrained on another
@@ -128,6 +135,7 @@ class SearchSettings:
                 adapt_lr=0.002,
                 adapt_pool=10,
                 calibration_images=128,
+                eval_images=1000,
                 transfer_epochs=3,
                 transfer_steps=25,
                 transfer_batch=64,
@@ -205,6 +213,15 @@ class SearchState:
     latency_samples: list[list] = field(default_factory=list)  # [vector, ms] (measure profiles)
 
 
+def val_slice(data: DatasetSplits, n: int | None):
+    """The validation split, or a fixed seeded slice of ``n`` of its images (in split order)
+    when it holds more."""
+    if n is None or len(data.val) <= n:
+        return data.val
+    pick = np.random.default_rng(SPLIT_SEED).choice(len(data.val), n, replace=False)
+    return data.val.subset(np.sort(pick))
+
+
 def _distributed(acc: Accelerator) -> bool:
     return acc.distributed and dist.is_initialized()
 
@@ -231,9 +248,16 @@ class NATv2Search:
         self.show_progress = show_progress and acc.is_main
         self.state = SearchState()
         self.config = next(iter(nets.values())).config
-        cal = data.calibration_subset(job.settings.calibration_images)
+        s = job.settings
+        cal = data.calibration_subset(s.calibration_images)
         quant = data.calibration_subset(INT8_CALIBRATION_IMAGES)
-        self.cache = EvalData(data, data.val, cal, acc, job.settings.eval_batch, quant)
+        self.cache = EvalData(data, val_slice(data, s.eval_images), cal, acc, s.eval_batch, quant)
+        whole = val_slice(data, FINAL_EVAL_IMAGES)
+        self.final_cache = (
+            self.cache
+            if len(whole) == len(self.cache.split)
+            else EvalData(data, whole, cal, acc, s.eval_batch, quant)
+        )
         self._scores: dict[tuple[int, ...], dict] = {}
         self.latency_model: LatencyModel | None = None
 
@@ -486,7 +510,7 @@ class NATv2Search:
             vectors = [r["vector"] for r in fr if self.job.space.decode(r["vector"]).width == width]
             if not vectors:
                 continue
-            space = SearchSpace(self.job.space.encoding, self.job.space.resolutions, (width,))
+            space = replace(self.job.space, widths=(width,))
             schedule = adaptation_schedule(
                 s.adapt_epochs,
                 s.adapt_lr,
@@ -633,6 +657,23 @@ class NATv2Search:
                 on_iteration(it)
         return self.finish()
 
+    def measured_front(self, fr: list[dict]) -> list[dict]:
+        """The front measured on the whole validation split when the search ranked subnets on
+        a slice of it: each record's ``accuracy`` becomes the whole split's (the slice's stays
+        as ``search_accuracy``) and the front is what stays non-dominated on it."""
+        if self.final_cache is self.cache or not fr:
+            return fr
+        results = self._sharded(
+            fr,
+            "front on the whole validation split",
+            lambda a: evaluate_subnet(self.nets[a.width], a, self.final_cache),
+        )
+        for rec in fr:
+            rec["search_accuracy"] = rec["accuracy"]
+            rec["accuracy"] = results[tuple(rec["vector"])]["top1"]
+            rec["val_images"] = len(self.final_cache.split)
+        return front(fr, self.job.objective_keys)
+
     def int8_front(self, fr: list[dict]) -> list[dict]:
         """int8 profiles: the device runs the int8 file, so the front is what survives
         quantization. Every float-front subnet's int8 validation top-1 (``int8_accuracy``,
@@ -644,7 +685,7 @@ class NATv2Search:
         results = self._sharded(
             fr,
             "int8 top-1 of the front",
-            lambda a: evaluate_int8(self.nets[a.width], a, self.cache),
+            lambda a: evaluate_int8(self.nets[a.width], a, self.final_cache),
         )
         for rec in fr:
             rec["int8_accuracy"] = results[tuple(rec["vector"])]
@@ -659,7 +700,8 @@ class NATv2Search:
         return [r for r in fr if r["id"] in kept]
 
     def finish(self) -> dict:
-        fr = self.int8_front(front(self.state.archive, self.job.objective_keys))
+        fr = front(self.state.archive, self.job.objective_keys)
+        fr = self.int8_front(self.measured_front(fr))
         # the trade-offs of what the device runs: int8 top-1 where it was measured
         by_id = {r["id"]: r for r in fr}
         deployed = [{**r, "accuracy": r.get("int8_accuracy", r["accuracy"])} for r in fr]
@@ -826,7 +868,7 @@ def job_json(job: SearchJob) -> dict:
     return {
         "profile": job.profile.to_dict(),
         "encoding": job.space.encoding,
-        "resolutions": list(job.space.resolutions),
+        "resolutions": list(job.space.allowed_resolutions),
         "widths": list(job.space.widths),
         "settings": asdict(job.settings),
         "predictor": job.predictor,

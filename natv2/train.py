@@ -383,16 +383,18 @@ def make_schedule(name: str, space: SearchSpace) -> Schedule:
     if name == "cpu-demo":
         epochs = dict.fromkeys(("resolution", "kernel", "depth", "expand", "level", "exit"), 1)
         epochs |= {"teacher": 5, "warmup": 3}
-        phases = _eps_phases(epochs, (0.1, 0.02), 2, space.resolutions, progressive=False)
+        phases = _eps_phases(epochs, (0.1, 0.02), 2, space.allowed_resolutions, progressive=False)
         schedule = Schedule("cpu-demo", phases, batch_size=64, steps_per_epoch=12)
     elif name == "paper":
         epochs = {"teacher": 180, "warmup": 25, "resolution": 25, "kernel": 120, "depth": 120}
         epochs |= {"expand": 120, "level": 120, "exit": 120}
-        schedule = Schedule("paper", _eps_phases(epochs, (7.5e-3, 2.5e-3), 4, space.resolutions))
+        schedule = Schedule(
+            "paper", _eps_phases(epochs, (7.5e-3, 2.5e-3), 4, space.allowed_resolutions)
+        )
     elif name == "test":
         epochs = dict.fromkeys(("resolution", "kernel", "depth", "expand", "level", "exit"), 1)
         epochs |= {"teacher": 1, "warmup": 1}
-        phases = _eps_phases(epochs, (0.05, 0.02), 2, space.resolutions)
+        phases = _eps_phases(epochs, (0.05, 0.02), 2, space.allowed_resolutions)
         schedule = Schedule("test", phases, batch_size=32, steps_per_epoch=2)
     else:
         raise Natv2Error(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")

@@ -123,7 +123,7 @@ def warmup_schedule(
             f"unknown transfer recipe {recipe!r}; choose one of {', '.join(TRANSFER_RECIPES)}"
         )
     step = "warmup" if net.space.has_exits else "teacher"
-    resolution = max(net.space.resolutions)
+    resolution = max(net.space.allowed_resolutions)
     full = ElasticChoices(
         resolutions=(resolution,),
         kernels=(7,),

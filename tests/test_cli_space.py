@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from natv2.space import SearchSpace
+from natv2.space import RESOLUTIONS, SearchSpace
+from natv2.supernet.config import layout_for
 
 
 def test_sample_json(cli):
-    res = cli("space", "sample", "--encoding", "exits+parallel", "-n", "3", "--json")
-    assert res.code == 0, res.err
-    records = res.json()
-    assert len(records) == 3
-    space = SearchSpace("exits+parallel")
-    for rec in records:
-        assert rec["encoding"] == "exits+parallel"
-        assert rec["id"] == space.decode(rec["vector"]).id
-        np.testing.assert_array_equal(space.canonical(rec["vector"]), rec["vector"])
+    """The R gene means the resolutions of the layout `natv2 search` would train: fitted to the
+    dataset's image size (mnist5k, 28 px, by default), or OFA's with --layout imagenet."""
+    for extra, grid in [
+        ((), layout_for(28)["resolutions"]),
+        (("--dataset", "cifar10"), layout_for(32)["resolutions"]),
+        (("--layout", "imagenet"), RESOLUTIONS),
+    ]:
+        res = cli("space", "sample", "--encoding", "exits+parallel", "-n", "3", "--json", *extra)
+        assert res.code == 0, res.err
+        records = res.json()
+        assert len(records) == 3
+        space = SearchSpace("exits+parallel", grid=grid)
+        for rec in records:
+            assert rec["encoding"] == "exits+parallel"
+            assert rec["id"] == space.decode(rec["vector"]).id
+            assert rec["arch"]["resolution"] in grid
+            np.testing.assert_array_equal(space.canonical(rec["vector"]), rec["vector"])
 
 
 def test_sample_is_seeded_and_uniform_sampler_selectable(cli):

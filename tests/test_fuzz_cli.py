@@ -178,7 +178,7 @@ def malformed_profile(rng: random.Random) -> str:
         doc["hardware"][key] = rng.choice(["int4", "", "estimate\x1b", "INT8", "fast"])
     elif kind == 4:  # objectives and resolutions
         doc["task"][rng.choice(["objectives", "resolutions"])] = rng.choice(
-            [[], ["macs"], ["accuracy", "accuracy"], [47], [48, 48], ["accuracy", 3], "accuracy"]
+            [[], ["macs"], ["accuracy", "accuracy"], [3], [48, 48], ["accuracy", 3], "accuracy"]
         )
     elif kind == 5:  # a required key missing
         key = rng.choice(["name", "description", "dtype"])

@@ -84,8 +84,8 @@ def test_sandwich_sampler_puts_maximal_and_minimal_first_every_step():
         archs = sample(np.random.default_rng([0, step]), 4)
         assert len(archs) == 4
         assert archs[0] == space.maximal() and archs[1] == space.minimal()
-        assert archs[0].resolution == max(space.resolutions)
-        assert archs[1].resolution == min(space.resolutions)
+        assert archs[0].resolution == max(space.allowed_resolutions)
+        assert archs[1].resolution == min(space.allowed_resolutions)
         randoms.update(a.id for a in archs[2:])
     assert len(randoms) > 30  # the random ones change from step to step
 

@@ -93,7 +93,7 @@ def test_an_int8_profile_ranks_the_front_on_the_int8_files_top1(search_run):
 def test_every_returned_subnet_fits_the_profile_counted_with_fvcore(search_run, tight_profile):
     profile = load_profile(tight_profile)
     nets, _ = load_supernets(search_run / "supernet.pt")
-    space = SearchSpace("exits+parallel", widths=(1.0,))
+    space = nets[1.0].space  # the run's layout (fitted to digits' 8-px images)
     records = json.loads((search_run / "front.json").read_text())
     records += json.loads((search_run / "high_tradeoff.json").read_text())
     for rec in records:
@@ -275,7 +275,7 @@ def test_an_accuracy_only_search_proposes_the_predicted_best_and_adapts_on_many(
     )
     profile = load_profile(profile_path)
     nets, _ = load_supernets(supernet_ckpt)
-    space = SearchSpace("exits+parallel", widths=(1.0,))
+    space = nets[1.0].space
     settings = SearchSettings.preset("smoke")
     job = SearchJob(profile, space, settings, "lgbm", "natv2", 0, ("accuracy",))
     acc = resolve_accelerator("cpu")

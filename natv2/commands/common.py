@@ -25,6 +25,14 @@ Threads = Annotated[
         help="onnxruntime intra-op threads (default: physical cores).",
     ),
 ]
+LayoutOption = Annotated[
+    str,
+    typer.Option(
+        "--layout",
+        help="Strides and resolutions of a supernet trained here: data (fitted to the "
+        "dataset's image size) or imagenet (OFA's: total stride 32, 48-64 px).",
+    ),
+]
 TestLimit = Annotated[
     int | None,
     typer.Option(

@@ -79,10 +79,7 @@ def _recalibrate(
     recalibrate_bn(module, cache.batches("calib", resolution))
 
 
-def _decode(encoding: str, vector) -> tuple[Any, list[int]]:
-    from natv2.space import SearchSpace
-
-    space = SearchSpace(encoding)
+def _decode(space, vector) -> tuple[Any, list[int]]:
     arch = space.decode(vector)
     return arch, [int(v) for v in space.encode(arch)]
 
@@ -275,7 +272,7 @@ def _from_run(run_dir, subnet_id, postprocessed, device, dataset, data_dir, out,
 
     found = run_subnet(run_dir, subnet_id)
     run_dir, config, record, encoding = found.run_dir, found.config, found.record, found.encoding
-    arch, vector = _decode(encoding, found.vector)
+    arch, vector = _decode(found.space, found.vector)
     if arch.id != subnet_id:
         raise Natv2Error(
             f"{run_dir}: the record {subnet_id} has a vector that decodes to {arch.id}; "
@@ -348,7 +345,7 @@ def _from_supernet(
     ckpt, vector_text, encoding, calibrate_bn, device, dataset, data_dir, out, log
 ) -> dict:
     from natv2.data import load_dataset
-    from natv2.space import parse_vector
+    from natv2.space import SearchSpace, parse_vector
     from natv2.supernet.checkpoint import load_supernets
     from natv2.supernet.config import encoding_of
     from natv2.supernet.materialize import materialize
@@ -357,8 +354,9 @@ def _from_supernet(
     vector_in = parse_vector(vector_text)
     profile = _profile(device)
     nets, _ = load_supernets(ckpt)
-    encoding = encoding or encoding_of(next(iter(nets.values())).config)
-    arch, vector = _decode(encoding, vector_in)
+    config = next(iter(nets.values())).config
+    encoding = encoding or encoding_of(config)
+    arch, vector = _decode(SearchSpace(encoding, grid=config.resolutions), vector_in)
     net = _pick_supernet(nets, arch, ckpt)
     bn_data = load_dataset(calibrate_bn, data_dir=data_dir) if calibrate_bn else None
     data = bn_data

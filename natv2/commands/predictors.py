@@ -28,15 +28,15 @@ def load_archive(run_dir: str | Path, source: str = "archive"):
     The encoding comes from config.json ("encoding"), else from the records; records without a
     measured accuracy (null) are skipped and counted.
     """
-    from natv2.rundir import ARCHIVE, load_config, read_records, require_run_dir
-    from natv2.space import SearchSpace
+    from natv2.rundir import ARCHIVE, load_config, read_records, require_run_dir, run_space
 
     run_dir = require_run_dir(run_dir)
     records = read_records(run_dir, source)
     if source == "evaluations":
         first = [r for r in records if r.get("stage") in ("pre-processing", "initial archive")]
         records = first or records
-    encoding = load_config(run_dir).get("encoding")
+    config = load_config(run_dir)
+    encoding = config.get("encoding")
     if encoding is None:
         found = sorted({str(r.get("encoding")) for r in records if r.get("encoding")})
         if len(found) != 1:
@@ -45,7 +45,7 @@ def load_archive(run_dir: str | Path, source: str = "archive"):
                 f"{', '.join(found) or 'none'}"
             )
         encoding = found[0]
-    space = SearchSpace(encoding)
+    space = run_space(config, encoding)
     vectors, accuracies, skipped = [], [], 0
     for i, rec in enumerate(records):
         label = f"{run_dir / ARCHIVE} record {i + 1} ({rec.get('id', 'no id')})"

@@ -55,7 +55,10 @@ def show(
             typer.echo(f"  {key:<20} {_value(value)}")
     typer.echo("task:")
     typer.echo(f"  {'objectives':<20} {', '.join(prof.objectives)}")
-    typer.echo(f"  {'resolutions':<20} {', '.join(map(str, prof.resolutions))}")
+    shown_res = (
+        ", ".join(map(str, prof.resolutions)) if prof.resolutions else "any the supernet has"
+    )
+    typer.echo(f"  {'resolutions':<20} {shown_res}")
     if prof.target_latency_ms is not None:
         typer.echo(f"  {'target_latency_ms':<20} {_value(prof.target_latency_ms)}")
     typer.echo("budgets:")

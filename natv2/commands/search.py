@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from natv2.commands.common import JsonFlag, dataset_help, emit_json, make_logger
+from natv2.commands.common import (
+    JsonFlag,
+    LayoutOption,
+    dataset_help,
+    emit_json,
+    make_logger,
+)
 from natv2.data.registry import DEFAULT_DATASET
 from natv2.space import ENCODINGS
 from natv2.untrusted import MAX_COUNT, MAX_SEED, file_errors
@@ -55,6 +61,7 @@ def search(
         help="Continue the search in --out from its last iteration, with the same options "
         "(only --accelerator, --data-dir, --download, --json and --high-tradeoff-k may change).",
     ),
+    layout: LayoutOption = "data",
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
     high_tradeoff_k: int | None = typer.Option(
         None,
@@ -78,6 +85,7 @@ def search(
     from natv2.data import load_dataset
     from natv2.device_profiles import load_profile
     from natv2.pipeline import SearchRequest, check_run_dir, run_search
+    from natv2.supernet.config import check_layout
 
     if out is None:
         out = free_run_dir(Path("runs"), "search")
@@ -96,6 +104,7 @@ def search(
         dense_skips=dense_skips,
         pretrain_schedule=pretrain_schedule,
         high_tradeoff_k=high_tradeoff_k,
+        layout=check_layout(layout),
     )
     acc = resolve_accelerator(accelerator)
     if acc.is_main:  # before any data is loaded or anything trained; touches nothing

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import typer
 
-from natv2.commands.common import JsonFlag, emit_json, vector_text
+from natv2.commands.common import JsonFlag, LayoutOption, emit_json, vector_text
+from natv2.data.registry import DEFAULT_DATASET
 from natv2.errors import Natv2Error
 from natv2.space import ENCODINGS, SAMPLERS, SearchSpace, parse_vector
 from natv2.untrusted import MAX_SAMPLES, MAX_SEED
@@ -15,6 +16,25 @@ app = typer.Typer(help="The OFAv2 search space: sample, decode and cost encoding
 EncodingOpt = typer.Option(
     "exits+parallel", "--encoding", "-e", help=f"One of: {', '.join(ENCODINGS)}."
 )
+DatasetOpt = typer.Option(
+    DEFAULT_DATASET,
+    "--dataset",
+    help="The dataset a data layout is fitted to (its image size; nothing is loaded).",
+)
+
+
+def layout(layout_name: str, dataset: str) -> dict:
+    """The strides and resolutions ``natv2 search`` would train a preset with."""
+    from natv2.data.registry import storage_size_of
+    from natv2.supernet.config import layout_of
+
+    return layout_of(layout_name, storage_size_of(dataset))
+
+
+def space_of(encoding: str, layout_fields: dict, widths=None) -> SearchSpace:
+    """The space whose R gene means the layout's resolutions."""
+    extra = {} if widths is None else {"widths": widths}
+    return SearchSpace(encoding, grid=layout_fields["resolutions"], **extra)
 
 
 def subnet_json(space: SearchSpace, vector) -> dict:
@@ -33,10 +53,12 @@ def sample(
     n: int = typer.Option(5, "-n", min=1, max=MAX_SAMPLES, help="How many subnets."),
     sampler: str = typer.Option("natv2", help=f"One of: {', '.join(SAMPLERS)}."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
+    dataset: str = DatasetOpt,
+    layout_name: LayoutOption = "data",
     as_json: JsonFlag = False,
 ) -> None:
     """Draw subnets with NATv2's depth-uniform sampler or NAT's uniform one."""
-    space = SearchSpace(encoding)
+    space = space_of(encoding, layout(layout_name, dataset))
     vectors = space.sample(n, np.random.default_rng(seed), sampler)
     records = [subnet_json(space, v) for v in vectors]
     if as_json:
@@ -50,10 +72,12 @@ def sample(
 def decode(
     vector: str = typer.Argument(..., help="Comma-separated integers, e.g. 4,1,4,9,9,0,0,..."),
     encoding: str = EncodingOpt,
+    dataset: str = DatasetOpt,
+    layout_name: LayoutOption = "data",
     as_json: JsonFlag = False,
 ) -> None:
     """Show the Arch of a vector and its canonical form."""
-    space = SearchSpace(encoding)
+    space = space_of(encoding, layout(layout_name, dataset))
     given = parse_vector(vector)
     rec = subnet_json(space, given)
     rec["canonical"] = rec["vector"] == [int(x) for x in given]
@@ -104,6 +128,8 @@ def cost(
     device: str | None = typer.Option(
         None, "--device", help="A device profile (shipped name or TOML path): check its budgets."
     ),
+    dataset: str = DatasetOpt,
+    layout_name: LayoutOption = "data",
     as_json: JsonFlag = False,
 ) -> None:
     """What a subnet costs (params, MACs, peak SRAM, flash) and, with --device, whether it fits.
@@ -124,7 +150,8 @@ def cost(
             f"{profile.dtype}; leave --dtype out to cost at the profile's dtype"
         )
     dtype = profile.dtype if profile is not None else (dtype or "float32")
-    space = SearchSpace(encoding, widths=widths)
+    fields = layout(layout_name, dataset)
+    space = space_of(encoding, fields, widths)
     given = parse_vector(vector)
     arch = space.decode(given)
     config = config_for_encoding(
@@ -133,6 +160,7 @@ def cost(
         width=arch.width,
         num_classes=classes,
         dense_skips=dense_skips,
+        **fields,
     )
     figures: dict = subnet_cost(arch, config, dtype).as_dict()
     rec = subnet_json(space, given)
@@ -154,7 +182,7 @@ def cost(
             profile.estimate_latency_ms(figures["macs"]), None
         )
         verdict = profile.judge(Costs.of(doc))
-        resolution_ok = arch.resolution in profile.resolutions
+        resolution_ok = profile.allows_resolution(arch.resolution)
         doc["profile"] = {
             "name": profile.name,
             "source": profile.source,
@@ -195,7 +223,7 @@ def cost(
     if not prof["resolution_allowed"]:
         typer.echo(
             f"  OVER resolution {arch.resolution} is not among the profile's "
-            f"{', '.join(map(str, profile.resolutions))}"
+            f"{', '.join(map(str, profile.resolutions or ()))}"
         )
     for key in prof["unchecked"]:
         typer.echo(

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from natv2.commands.common import JsonFlag, dataset_help, emit_json, make_logger
+from natv2.commands.common import (
+    JsonFlag,
+    LayoutOption,
+    dataset_help,
+    emit_json,
+    make_logger,
+)
 from natv2.data.registry import DEFAULT_DATASET
 from natv2.space import ENCODINGS
 from natv2.untrusted import MAX_SEED, check_out_file, output_folder
@@ -32,6 +38,7 @@ def train_supernet(
     out: Path = typer.Option(Path("supernet.pt"), help="Supernet checkpoint to write."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its checkpoint."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
+    layout: LayoutOption = "data",
     accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     as_json: JsonFlag = False,
 ) -> None:
@@ -42,13 +49,16 @@ def train_supernet(
     from natv2.accelerator import resolve_accelerator, shutdown
     from natv2.data import load_dataset
     from natv2.pretrain import PretrainConfig, pretrain
+    from natv2.supernet.config import check_layout
 
     check_out_file(out, "the supernet checkpoint")  # before hours of training, not after
     acc = resolve_accelerator(accelerator)
     log = make_logger(as_json, quiet=not acc.is_main)
     with output_folder(out.parent, "choose another --out"):
         data = load_dataset(dataset, data_dir=data_dir, download=download)
-        cfg = PretrainConfig(supernet, encoding, schedule, dense_skips, seed)
+        cfg = PretrainConfig(
+            supernet, encoding, schedule, dense_skips, seed, layout=check_layout(layout)
+        )
         where = f"on {data.name} with schedule {schedule} on {acc.device}"
         log(f"training {supernet} ({encoding}) {where}")
         report = pretrain(cfg, data, acc, out, resume=resume, log=log)

@@ -55,7 +55,7 @@ def load_dataset(
         path=Path(arg).expanduser() if takes_path else None,
         data_dir=root,
         download=download,
-        storage_size=storage_size,
+        storage_size=storage_size or reader.storage_size,
         split_seed=split_seed,
     )
     return reader.read(request)

@@ -27,7 +27,7 @@ class ReadRequest:
     path: Path | None  # PATH of a reader that takes one (user-expanded), else None
     data_dir: Path  # where datasets on disk live (cifar10, cifar100, tinyimagenet, mnist, ...)
     download: bool  # let torchvision fetch CIFAR, MNIST or Fashion-MNIST
-    storage_size: int | None  # the side images are stored at; None: the reader's default
+    storage_size: int  # the side images are stored at (the reader's default unless asked)
     split_seed: int
 
 
@@ -45,6 +45,7 @@ class Reader:
     name: str
     description: str
     module: str
+    storage_size: int  # the side images are stored at unless --storage-size says otherwise
     takes_path: bool = False
 
     @property
@@ -61,24 +62,40 @@ class Reader:
 _HOME = "natv2.data.datasets"
 
 READERS: tuple[Reader, ...] = (
-    Reader("mnist5k", "5,000 MNIST digits, embedded", f"{_HOME}.mnist5k"),
-    Reader("digits", "scikit-learn's 8x8 digits", f"{_HOME}.digits"),
-    Reader("mnist", "the 70,000 MNIST digits, IDX files under --data-dir", f"{_HOME}.idx"),
-    Reader("fashion-mnist", "Zalando's Fashion-MNIST, IDX files or Debian's", f"{_HOME}.idx"),
-    Reader("cifar10", "torchvision's files under --data-dir", f"{_HOME}.cifar"),
-    Reader("cifar100", "torchvision's files under --data-dir", f"{_HOME}.cifar"),
-    Reader("tinyimagenet", "tiny-imagenet-200/ under --data-dir", f"{_HOME}.tinyimagenet"),
-    Reader("imagefolder", "a folder of images per class", f"{_HOME}.imagefolder", takes_path=True),
+    Reader("mnist5k", "5,000 MNIST digits, embedded", f"{_HOME}.mnist5k", 28),
+    Reader("digits", "scikit-learn's 8x8 digits", f"{_HOME}.digits", 8),
+    Reader("mnist", "the 70,000 MNIST digits, IDX files under --data-dir", f"{_HOME}.idx", 28),
+    Reader("fashion-mnist", "Zalando's Fashion-MNIST, IDX files or Debian's", f"{_HOME}.idx", 28),
+    Reader("cifar10", "torchvision's files under --data-dir", f"{_HOME}.cifar", 32),
+    Reader("cifar100", "torchvision's files under --data-dir", f"{_HOME}.cifar", 32),
+    Reader("tinyimagenet", "tiny-imagenet-200/ under --data-dir", f"{_HOME}.tinyimagenet", 64),
+    Reader(
+        "imagefolder",
+        "a folder of images per class",
+        f"{_HOME}.imagefolder",
+        64,
+        takes_path=True,
+    ),
     Reader(
         "npz",
         "arrays x, y and optional x_val, y_val, x_test, y_test",
         f"{_HOME}.npz",
+        64,
         takes_path=True,
     ),
 )
 
 #: the readers by name (read-only)
 REGISTRY: Mapping[str, Reader] = MappingProxyType({r.name: r for r in READERS})
+
+
+def storage_size_of(spec: str) -> int:
+    """The side a ``--dataset`` string's images are stored at by default (without loading
+    them: ``natv2 space`` derives a supernet's layout from it); an unknown name is the
+    default dataset's."""
+    reader = REGISTRY.get(spec.strip().partition(":")[0].lower())
+    return (reader or REGISTRY[DEFAULT_DATASET]).storage_size
+
 
 #: what ``--dataset`` accepts, as error messages list it
 SPECS: tuple[str, ...] = tuple(r.spec for r in READERS)

@@ -62,7 +62,7 @@ def read(request: ReadRequest) -> DatasetSplits:
             f"into {data_dir} (giving {folder}), then run without --download"
         ) from e
 
-    s = size or 32
+    s = size
     pools = []
     for split, ds in (("train", official_train), ("test", official_test)):
         images = fit_images(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), s)

@@ -20,7 +20,7 @@ def read(request: ReadRequest) -> DatasetSplits:
 
     bunch = load_digits()
     x = np.rint(bunch.data.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)
-    s = size or 8
+    s = size
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     pool = TensorImageSet(fit_images(to_rgb_nchw(x), s), labels, "digits")
     classes = [str(i) for i in range(10)]

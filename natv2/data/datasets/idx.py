@@ -368,7 +368,7 @@ def read(request: ReadRequest) -> DatasetSplits:
     spec = DATASETS[request.name]
     size, seed = request.storage_size, request.split_seed
     files = _present(_find(spec, request.data_dir, request.download))
-    s = size or 28
+    s = size
     pools = []
     for split, prefix in (("train", "train"), ("test", "t10k")):
         x, y = _split(spec, files, prefix)

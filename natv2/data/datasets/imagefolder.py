@@ -56,7 +56,7 @@ def read(request: ReadRequest) -> DatasetSplits:
             f"imagefolder: {path} is not a directory; expected PATH/<class>/*.jpg "
             "(or PATH/train/<class>/…, with optional val/ and test/): check the path"
         )
-    s = size or 64
+    s = size
     base = path / "train" if (path / "train").is_dir() else path
     classes = _class_dirs(base)
     if not classes:

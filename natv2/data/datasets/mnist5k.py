@@ -35,7 +35,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 def read(request: ReadRequest) -> DatasetSplits:
     size, seed = request.storage_size, request.split_seed
     x, y = _mnist5k_arrays()
-    s = size or 28
+    s = size
     images = fit_images(to_rgb_nchw(x.reshape(-1, 28, 28)), s)
     pool = TensorImageSet(images, torch.from_numpy(y), "mnist5k")
     classes = [str(i) for i in range(10)]

@@ -160,7 +160,7 @@ def read(request: ReadRequest) -> DatasetSplits:
             "y_test"
         )
     arrays = _open_npz(path)
-    s = size or 64
+    s = size
     name = f"npz:{path}"
     present: list[tuple[str, str, str]] = []
     for split, xk, yk in _NPZ_SPLITS:

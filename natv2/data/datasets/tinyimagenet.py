@@ -43,7 +43,7 @@ def read(request: ReadRequest) -> DatasetSplits:
     root = _tiny_root(request.data_dir)
     wnids = sorted({w.strip() for w in (root / "wnids.txt").read_text().splitlines() if w.strip()})
     index = {w: i for i, w in enumerate(wnids)}
-    s = size or 64
+    s = size
 
     paths: list[str] = []
     labels: list[int] = []
