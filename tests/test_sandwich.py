@@ -236,11 +236,15 @@ def test_sandwich_torchrun_two_ranks_equal_single_process(tmp_path):
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     single = torch.load(tmp_path / "single.pt", weights_only=True)
     init = build_supernet(config_for_encoding(ENCODING, preset="tiny", width=1.0), seed=3)
+    start = dict(init.named_parameters())
     changed = 0
     for name, p in single.items():
         assert torch.equal(r0[name], r1[name]), name
-        assert torch.allclose(r0[name], p, atol=1e-5), name
-        changed += not torch.allclose(dict(init.named_parameters())[name], p)
+        # equal up to the order of float sums (all-reduce against accumulation): a fraction of a
+        # per cent of how far the step moved the tensor; a wrong gradient average moves it ~100 %
+        moved = (p - start[name]).norm()
+        assert (r0[name] - p).norm() <= 1e-2 * moved + 1e-6, name
+        changed += bool(moved > 1e-6)
     assert changed > 10
 
 
