@@ -269,6 +269,27 @@ def test_train_val_and_calibration_subset(mnist: DatasetSplits) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def test_test_sample_is_fixed_stratified_and_in_order(mnist: DatasetSplits) -> None:
+    """export and validate measure top-1 on this sample: same images each time, every class."""
+    labels = mnist.test.labels.numpy()
+    sample = mnist.test_sample(200)
+    again = mnist.test_sample(200)
+    got = sample.test.labels.numpy()
+    assert len(sample.test) == 200 and np.array_equal(got, again.test.labels.numpy())
+    shares = np.bincount(labels, minlength=10) / len(labels)
+    assert np.abs(np.bincount(got, minlength=10) - 200 * shares).max() < 1.0
+    assert sample.train is mnist.train and sample.val is mnist.val
+    assert mnist.test_sample(None) is mnist and mnist.test_sample(10**9) is mnist
+    # a test split stored class by class: its first 200 images would be two classes
+    by_class = mnist.test.subset(np.argsort(labels, kind="stable"))
+    from dataclasses import replace
+
+    sorted_sample = replace(mnist, test=by_class).test_sample(200).test.labels.numpy()
+    assert len(np.unique(sorted_sample)) == 10
+    with pytest.raises(Natv2Error, match="at least 1 image"):
+        mnist.test_sample(0)
+
+
 def test_cifar10_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = _write_cifar10(tmp_path)
     _register_md5s(monkeypatch, tvd.CIFAR10, folder)

@@ -204,6 +204,12 @@ def test_validate_with_a_natv2_dataset(mbv3, tmp_path, capsys):
     acc = json.loads(out)["accuracy"]
     assert acc["dataset"] == "mnist5k" and acc["images"] == 40
     assert 0.0 <= acc["top1"] <= 1.0
+    # by default a fixed sample of 2,000 test images (mnist5k's test split is 1,000: all of it)
+    code, out, err = _run([*args, "--dataset", "mnist5k"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["accuracy"]["images"] == 1000
+    code, out, err = _run([*args, "--dataset", "mnist5k", "--limit", "40", "--full-test"], capsys)
+    assert code == 2 and "--limit and --full-test exclude each other" in err
 
 
 def test_dynamic_input_needs_resolution(tmp_path, capsys):

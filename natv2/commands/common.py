@@ -10,6 +10,7 @@ import typer
 
 from natv2.atomic import json_text
 from natv2.data.registry import DEFAULT_DATASET, READERS
+from natv2.errors import Natv2Error
 from natv2.untrusted import MAX_COUNT, MAX_THREADS
 
 # The options several commands share, declared once (typer's Annotated idiom): a command
@@ -33,12 +34,31 @@ LayoutOption = Annotated[
         "dataset's image size) or imagenet (OFA's: total stride 32, 48-64 px).",
     ),
 ]
+# top-1 of export and validate: a fixed stratified sample of the test split unless asked for more
+# (TFLM's reference interpreter runs about 60 images a second here)
+DEFAULT_TEST_IMAGES = 2000
+
 TestLimit = Annotated[
     int | None,
     typer.Option(
-        "--limit", min=1, max=MAX_COUNT, help="Measure top-1 on the first N test images only."
+        "--limit",
+        min=1,
+        max=MAX_COUNT,
+        help=f"Measure top-1 on a fixed, stratified sample of N test images (default "
+        f"{DEFAULT_TEST_IMAGES}).",
     ),
 ]
+FullTest = Annotated[
+    bool,
+    typer.Option("--full-test", help="Measure top-1 on every image of the test split."),
+]
+
+
+def top1_images(limit: int | None, full_test: bool) -> int | None:
+    """How many test images top-1 is measured on (None: all), from ``--limit``/``--full-test``."""
+    if full_test and limit is not None:
+        raise Natv2Error("--limit and --full-test exclude each other: give one of them")
+    return None if full_test else (limit or DEFAULT_TEST_IMAGES)
 
 
 def emit_json(doc: Any) -> None:

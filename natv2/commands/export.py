@@ -29,12 +29,14 @@ import typer
 
 from natv2.commands.common import (
     DataDir,
+    FullTest,
     JsonFlag,
     TestLimit,
     Threads,
     dataset_help,
     emit_json,
     make_logger,
+    top1_images,
 )
 from natv2.errors import Natv2Error
 from natv2.untrusted import MAX_RUNS
@@ -173,6 +175,7 @@ def export(
     ),
     threads: Threads = None,
     limit: TestLimit = None,
+    full_test: FullTest = False,
     int8_finetune: bool = typer.Option(
         True,
         "--int8-finetune/--no-int8-finetune",
@@ -201,6 +204,7 @@ def export(
             raise Natv2Error("--supernet needs --arch VECTOR and --out DIR")
         if subnet is not None or postprocessed:
             raise Natv2Error("--subnet and --postprocessed go with a run directory")
+    images = top1_images(limit, full_test)
     log = make_logger(as_json)
     if run_dir is not None:
         assert subnet is not None
@@ -214,6 +218,9 @@ def export(
     from natv2.export.folder import export_folder
     from natv2.export.report import summary
 
+    if job["dataset"] is not None:
+        job["dataset"] = job["dataset"].test_sample(images)
+
     if int8_finetune and int8 is not False:
         _finetune_for_int8(job, log)
     report = export_folder(
@@ -221,7 +228,7 @@ def export(
         tflite=tflite,
         latency_runs=runs,
         threads=threads,
-        test_limit=limit,
+        test_limit=None,
         log=log,
         **job,
     )

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import typer
 
-from natv2.commands.common import DataDir, JsonFlag, TestLimit, Threads, emit_json
+from natv2.commands.common import (
+    DataDir,
+    FullTest,
+    JsonFlag,
+    TestLimit,
+    Threads,
+    emit_json,
+    top1_images,
+)
 from natv2.errors import Natv2Error
 from natv2.untrusted import MAX_RESOLUTION, MAX_RUNS
 
@@ -40,6 +48,7 @@ def validate(
     ),
     runs: int = typer.Option(100, "--runs", min=1, max=MAX_RUNS, help="Timed runs."),
     limit: TestLimit = None,
+    full_test: FullTest = False,
     reference: Path | None = typer.Option(
         None,
         "--reference",
@@ -56,13 +65,14 @@ def validate(
     from natv2.device_profiles import load_profile
     from natv2.export.validate import float_reference
 
+    images = top1_images(limit, full_test)
     if reference is None:
         reference = float_reference(model)
     elif not reference.is_file():
         raise Natv2Error(f"--reference {reference}: no such file; give the float ONNX model")
     if model.suffix.lower() == ".tflite":
         profile = load_profile(device)
-        _validate_tflite(model, profile, dataset, data_dir, runs, limit, reference, as_json)
+        _validate_tflite(model, profile, dataset, data_dir, runs, images, reference, as_json)
         return
     from natv2.export.validate import validate_onnx
     from natv2.profiling.counters import image_input, load_onnx
@@ -73,7 +83,7 @@ def validate(
     if dataset is not None:
         from natv2.data import load_dataset
 
-        splits = load_dataset(dataset, data_dir=data_dir, download=False)
+        splits = load_dataset(dataset, data_dir=data_dir, download=False).test_sample(images)
     report = validate_onnx(
         model,
         profile,
@@ -89,7 +99,7 @@ def validate(
     _emit(report, as_json)
 
 
-def _validate_tflite(model, profile, dataset, data_dir, runs, limit, reference, as_json) -> None:
+def _validate_tflite(model, profile, dataset, data_dir, runs, images, reference, as_json) -> None:
     from natv2.export.tflite import require_tflite
     from natv2.export.tflm import validate_tflite
 
@@ -98,14 +108,13 @@ def _validate_tflite(model, profile, dataset, data_dir, runs, limit, reference, 
     if dataset is not None:
         from natv2.data import load_dataset
 
-        splits = load_dataset(dataset, data_dir=data_dir, download=False)
+        splits = load_dataset(dataset, data_dir=data_dir, download=False).test_sample(images)
     report = validate_tflite(
         model,
         profile,
         dataset=splits,
         dataset_name=dataset,
         runs=min(runs, 20),
-        limit=limit,
         reference=reference,
     )
     _emit(report, as_json)

@@ -10,7 +10,7 @@ a reader says otherwise).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -150,6 +150,23 @@ class DatasetSplits:
         n = min(n, len(self.train))
         pick = np.random.default_rng(seed).choice(len(self.train), n, replace=False)
         return self.train.subset(np.sort(pick))
+
+    def test_sample(self, n: int | None) -> DatasetSplits:
+        """This dataset with its test split cut to a fixed, stratified sample of ``n`` images
+        (the whole split when ``n`` is None or not smaller), in test order: checks that run
+        every image through a slow interpreter (TFLM) see the same images each time, each class
+        in its share, whatever order the split was stored in."""
+        if n is None or n >= len(self.test):
+            return self
+        if n < 1:
+            raise Natv2Error(f"a test sample needs at least 1 image, got {n}")
+        y = self.test.labels.numpy()
+        classes, inverse = np.unique(y, return_inverse=True)
+        members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
+        take = _allocate(np.array([len(m) for m in members], dtype=np.int64), n)
+        rng = np.random.default_rng(self.split_seed)
+        pick = [rng.permutation(m)[:k] for m, k in zip(members, take, strict=True)]
+        return replace(self, test=self.test.subset(np.sort(np.concatenate(pick))))
 
     def summary(self) -> dict[str, object]:
         """A JSON-ready description (for ``--json`` reports and run configs)."""
