@@ -35,6 +35,7 @@ from natv2.search import (
 from natv2.space import SearchSpace
 from natv2.supernet.checkpoint import load_supernets
 from natv2.supernet.config import (
+    DEFAULT_LAYOUT,
     SupernetConfig,
     config_for_encoding,
     encoding_of,
@@ -64,7 +65,7 @@ class SearchRequest:
     dense_skips: bool = False
     pretrain_schedule: str = "scratch"
     high_tradeoff_k: int | None = None  # NAT's fixed top-k trade-off subnets
-    layout: str = "data"  # a preset's strides and resolutions (natv2.supernet.config.LAYOUTS)
+    layout: str = DEFAULT_LAYOUT  # a preset's strides and resolutions (LAYOUTS)
 
 
 def cache_dir() -> Path:

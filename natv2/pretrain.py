@@ -21,7 +21,12 @@ from natv2.evaluate import EvalData, evaluate_subnet
 from natv2.launch import default_processes, run_local, spawn_data_parallel
 from natv2.space import SearchSpace
 from natv2.supernet.checkpoint import load_supernets, save_supernets
-from natv2.supernet.config import config_for_encoding, layout_of, parse_supernet_name
+from natv2.supernet.config import (
+    DEFAULT_LAYOUT,
+    config_for_encoding,
+    layout_of,
+    parse_supernet_name,
+)
 from natv2.supernet.network import OFAv2Supernet, build_supernet
 from natv2.train import SupernetTrainer, make_schedule
 
@@ -34,7 +39,7 @@ class PretrainConfig:
     dense_skips: bool = False
     seed: int = 0
     calibration_images: int = 500
-    layout: str = "data"  # strides and resolutions: fitted to the dataset, or OFA's (LAYOUTS)
+    layout: str = DEFAULT_LAYOUT  # strides and resolutions: the data's or OFA's (LAYOUTS)
 
 
 def training_checkpoint(out: Path, width: float) -> Path:

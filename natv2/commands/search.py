@@ -15,6 +15,7 @@ from natv2.commands.common import (
 )
 from natv2.data.registry import DEFAULT_DATASET
 from natv2.space import ENCODINGS
+from natv2.supernet.config import DEFAULT_LAYOUT
 from natv2.untrusted import MAX_COUNT, MAX_SEED, file_errors
 
 
@@ -61,7 +62,7 @@ def search(
         help="Continue the search in --out from its last iteration, with the same options "
         "(only --accelerator, --data-dir, --download, --json and --high-tradeoff-k may change).",
     ),
-    layout: LayoutOption = "data",
+    layout: LayoutOption = DEFAULT_LAYOUT,
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
     high_tradeoff_k: int | None = typer.Option(
         None,

@@ -9,6 +9,7 @@ from natv2.commands.common import JsonFlag, LayoutOption, emit_json, vector_text
 from natv2.data.registry import DEFAULT_DATASET
 from natv2.errors import Natv2Error
 from natv2.space import ENCODINGS, SAMPLERS, SearchSpace, parse_vector
+from natv2.supernet.config import DEFAULT_LAYOUT
 from natv2.untrusted import MAX_SAMPLES, MAX_SEED
 
 app = typer.Typer(help="The OFAv2 search space: sample, decode and cost encoding vectors.")
@@ -54,7 +55,7 @@ def sample(
     sampler: str = typer.Option("natv2", help=f"One of: {', '.join(SAMPLERS)}."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
     dataset: str = DatasetOpt,
-    layout_name: LayoutOption = "data",
+    layout_name: LayoutOption = DEFAULT_LAYOUT,
     as_json: JsonFlag = False,
 ) -> None:
     """Draw subnets with NATv2's depth-uniform sampler or NAT's uniform one."""
@@ -73,7 +74,7 @@ def decode(
     vector: str = typer.Argument(..., help="Comma-separated integers, e.g. 4,1,4,9,9,0,0,..."),
     encoding: str = EncodingOpt,
     dataset: str = DatasetOpt,
-    layout_name: LayoutOption = "data",
+    layout_name: LayoutOption = DEFAULT_LAYOUT,
     as_json: JsonFlag = False,
 ) -> None:
     """Show the Arch of a vector and its canonical form."""
@@ -129,7 +130,7 @@ def cost(
         None, "--device", help="A device profile (shipped name or TOML path): check its budgets."
     ),
     dataset: str = DatasetOpt,
-    layout_name: LayoutOption = "data",
+    layout_name: LayoutOption = DEFAULT_LAYOUT,
     as_json: JsonFlag = False,
 ) -> None:
     """What a subnet costs (params, MACs, peak SRAM, flash) and, with --device, whether it fits.

@@ -15,6 +15,7 @@ from natv2.commands.common import (
 )
 from natv2.data.registry import DEFAULT_DATASET
 from natv2.space import ENCODINGS
+from natv2.supernet.config import DEFAULT_LAYOUT
 from natv2.untrusted import MAX_SEED, check_out_file, output_folder
 
 
@@ -38,7 +39,7 @@ def train_supernet(
     out: Path = typer.Option(Path("supernet.pt"), help="Supernet checkpoint to write."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its checkpoint."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed."),
-    layout: LayoutOption = "data",
+    layout: LayoutOption = DEFAULT_LAYOUT,
     accelerator: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     as_json: JsonFlag = False,
 ) -> None:

@@ -216,6 +216,9 @@ _STRIDE_ORDER = ("stage2", "stage3", "stem", "stage1", "stage5")
 #: ``--layout``: ``data`` fits the strides and resolutions to the dataset's image size
 #: (``layout_for``), ``imagenet`` is OFA's (the paper's, and what ``import-ofa`` weights have)
 LAYOUTS: tuple[str, ...] = ("data", "imagenet")
+#: what the main job trains: OFA's until a CPU schedule of the data layout beats it within the
+#: main job's 10 minutes (docs/training-experiments.md, "Sandwich training in the data layout")
+DEFAULT_LAYOUT = "imagenet"
 
 
 def check_layout(name: str) -> str:
