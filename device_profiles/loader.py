@@ -182,7 +182,9 @@ def _type_ok(value: Any, kind: str) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
     def is_num(v: Any) -> bool:
-        return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
+        # an int is a number whatever its size (_check_range bounds it; float() of a
+        # 400-digit int would overflow here)
+        return is_int(v) or (isinstance(v, float) and math.isfinite(v))
 
     if kind == "str":
         return isinstance(value, str)

@@ -88,6 +88,16 @@ def test_a_huge_integer_budget_in_a_profile(cli, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_400_digit_rate_in_a_profile(cli, tmp_path):
+    """A float-typed key given an integer too large for a float (issue: OverflowError)."""
+    path = tmp_path / "fast.toml"
+    path.write_text(
+        f'name = "fast"\ndescription = "test"\n[hardware]\ndtype = "int8"\n'
+        f"macs_per_second = {'9' * 400}\n"
+    )
+    one_clear_line(cli("profiles", "show", path), "hardware.macs_per_second", "out of range")
+
+
 @pytest.mark.parametrize("option", ["--seed", "-n"])
 def test_seeds_and_counts_out_of_range(cli, option):
     for value in ("-5", HUGE):
