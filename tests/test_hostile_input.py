@@ -98,6 +98,14 @@ def test_a_400_digit_rate_in_a_profile(cli, tmp_path):
     one_clear_line(cli("profiles", "show", path), "hardware.macs_per_second", "out of range")
 
 
+def test_an_archive_of_a_billion_subnets_is_refused_before_any_work(cli, tmp_path):
+    res = cli(
+        "search", "--archive-size", "1000000000", "--dataset", "digits", "--out", tmp_path / "r"
+    )
+    one_clear_line(res, "--archive-size", "10000")
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("option", ["--seed", "-n"])
 def test_seeds_and_counts_out_of_range(cli, option):
     for value in ("-5", HUGE):

@@ -16,7 +16,7 @@ from natv2.commands.common import (
 from natv2.data.registry import DEFAULT_DATASET
 from natv2.space import ENCODINGS
 from natv2.supernet.config import DEFAULT_LAYOUT
-from natv2.untrusted import MAX_COUNT, MAX_SEED, file_errors
+from natv2.untrusted import MAX_ARCHIVE_SIZE, MAX_COUNT, MAX_SEED, file_errors
 
 
 def search(
@@ -44,7 +44,7 @@ def search(
         None, min=0, max=MAX_COUNT, help="Search iterations (preset default)."
     ),
     archive_size: int | None = typer.Option(
-        None, min=4, max=MAX_COUNT, help="Archive size As (preset default)."
+        None, min=4, max=MAX_ARCHIVE_SIZE, help="Archive size As (preset default)."
     ),
     predictor: str = typer.Option("lgbm", help="Accuracy predictor (see `natv2 predictors`)."),
     mode: str = typer.Option("natv2", help="natv2, or nat for NAT's archive policies."),
