@@ -41,6 +41,7 @@ MAX_RUNS = 10**6  # timed runs, warm-up runs, folds
 MAX_SAMPLES = 10**5  # subnets drawn at once
 MAX_THREADS = 1024
 MAX_RESOLUTION = 2048  # input side of an image classifier
+MAX_CHANNELS = 1024  # input channels of an image classifier (RGB 3, multispectral tens)
 #: longest text echoed back in a message
 SHOWN_CHARS = 300
 

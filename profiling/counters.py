@@ -68,6 +68,7 @@ from torch import nn
 
 from natv2.errors import Natv2Error
 from natv2.profiling.cost import DTYPE_BYTES, deployed_flash_bytes
+from natv2.untrusted import MAX_CHANNELS, MAX_RESOLUTION
 
 __all__ = [
     "DTYPE_BYTES",
@@ -514,6 +515,15 @@ def image_input(model: onnx.ModelProto, src: str = "the ONNX model") -> onnx.Val
             f"{src}: input '{inputs[0].name}' has shape {_shape_text(dims)}; natv2 needs an "
             "image input N x C x H x W (4-D). Export the classifier with a 4-D image input"
         )
+    bounds = ((1, "channels", MAX_CHANNELS), (2, "height", MAX_RESOLUTION))
+    for axis, label, most in (*bounds, (3, "width", MAX_RESOLUTION)):
+        d = dims[axis]  # a fixed size is refused here, before anything is allocated for it
+        if isinstance(d, int) and not 1 <= d <= most:
+            raise Natv2Error(
+                f"{src}: input '{inputs[0].name}' has shape {_shape_text(dims)}: {label} {d} "
+                f"is outside 1..{most}; natv2 handles image classifiers up to "
+                f"{MAX_RESOLUTION} x {MAX_RESOLUTION} px and {MAX_CHANNELS} channels"
+            )
     return inputs[0]
 
 

@@ -351,6 +351,22 @@ def test_validate_with_an_absurd_resolution(cli, dynamic_onnx):
         one_clear_line(res, "--resolution")
 
 
+def test_validate_of_a_fixed_200000_px_input_is_refused_before_allocating(
+    cli, dynamic_onnx, tmp_path
+):
+    """The issue's 1x3x200000x200000 input asked onnxruntime for 894 GiB."""
+    import onnx
+
+    model = onnx.load(str(dynamic_onnx))
+    for d in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.Clear()
+        d.dim_value = 200000
+    path = tmp_path / "huge.onnx"
+    onnx.save(model, str(path))
+    res = cli("validate", path, "--device", "gpu-profile")
+    one_clear_line(res, "200000", "2048")
+
+
 def test_validate_library_bounds_the_resolution(dynamic_onnx):
     from natv2.errors import Natv2Error
     from natv2.export.validate import validate_onnx
