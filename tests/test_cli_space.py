@@ -9,11 +9,13 @@ from natv2.supernet.config import layout_for
 
 
 def test_sample_json(cli):
-    """The R gene means the resolutions of the layout `natv2 search` would train: fitted to the
-    dataset's image size (mnist5k, 28 px, by default), or OFA's with --layout imagenet."""
+    """The R gene means the resolutions of the layout `natv2 search` would train: OFA's by
+    default, or fitted to the dataset's image size with --layout data (mnist5k's 28 px unless
+    --dataset says otherwise)."""
     for extra, grid in [
-        ((), layout_for(28)["resolutions"]),
-        (("--dataset", "cifar10"), layout_for(32)["resolutions"]),
+        ((), RESOLUTIONS),
+        (("--layout", "data"), layout_for(28)["resolutions"]),
+        (("--layout", "data", "--dataset", "cifar10"), layout_for(32)["resolutions"]),
         (("--layout", "imagenet"), RESOLUTIONS),
     ]:
         res = cli("space", "sample", "--encoding", "exits+parallel", "-n", "3", "--json", *extra)
