@@ -53,9 +53,11 @@ __all__ = [
 #: weights: symmetric int8 on -127..127 (onnxruntime's and TFLite's per-channel weight grid)
 _W_MAX = 127
 #: modules whose output the int8 graph quantizes (a tensor rounded twice at the same range
-#: is rounded once): activations, pools, the additions of residuals and branches, the
-#: squeeze-excite product, the classifier
+#: is rounded once): every convolution's output (BatchNorm's, which the exporter folds into the
+#: convolution; docs/training-experiments.md measures what it adds), activations, pools, the
+#: additions of residuals and branches, the squeeze-excite product, the classifier
 _ACTIVATION_POINTS = (
+    nn.BatchNorm2d,
     nn.ReLU,
     nn.Hardswish,
     nn.Hardsigmoid,
