@@ -635,6 +635,7 @@ def export_folder(
     calibration_images: int = CALIBRATION_IMAGES,
     test_limit: int | None = None,
     seed: int = 0,
+    int8_module: nn.Module | None = None,
     log: Callable[[str], None] = _log_nothing,
 ) -> ExportReport:
     """Export ``module`` (the network ``arch`` describes) to the folder ``out``; return the
@@ -650,6 +651,9 @@ def export_folder(
     the test split for top-1. ``int8``: None lets the profile's dtype decide. ``tflite``: write
     and check ``model.int8.tflite``; None: for int8 profiles when the ``tflite`` extra is
     installed (else the report says why there is none); True without the extra is an error.
+    ``int8_module``: a copy of ``module`` prepared for int8 (``natv2.qat.prepare_for_int8``)
+    that the int8 ONNX and TFLite files are quantized from; ``model.onnx``, ``model.pt`` and the
+    float top-1 every int8 file is judged against stay ``module``'s.
     """
     from natv2.profiling.cost import subnet_cost
 
@@ -681,8 +685,17 @@ def export_folder(
     calib: list[torch.Tensor] = []
     if plan.int8 or plan.tflite:
         calib = calibration_batches(dataset, plan.resolution, calibration_images)
-    q = _int8(model, session, calib, props, batches, plan, threads, log) if plan.int8 else None
-    tflm = _tflite(module, plan, calib, batches, log) if plan.tflite else None
+    quantized_from = module if int8_module is None else int8_module.eval()
+    q_model, q_session = model, session
+    if plan.int8 and quantized_from is not module:
+        log("the int8 files are quantized from the copy fine-tuned for int8")
+        q_model = to_onnx(quantized_from, plan.resolution)
+        set_metadata(q_model, {**props, "dtype": "float32"})
+        check_onnx(q_model, "the float graph of the int8 fine-tuned copy")
+        q_session = ort_session(q_model, threads)
+        _parity(quantized_from, q_session, batches, log)
+    q = _int8(q_model, q_session, calib, props, batches, plan, threads, log) if plan.int8 else None
+    tflm = _tflite(quantized_from, plan, calib, batches, log) if plan.tflite else None
     top1, tflm_top1 = _top1(session, q, tflm, dataset, plan, test_limit, search_accuracy, log)
 
     deployed = _deployed_file(plan, q)

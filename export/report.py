@@ -83,8 +83,10 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Int8Parity:
-    """The int8 file against the float file on one parity batch (not a pass/fail check:
-    quantization moves logits; how far and how often the top-1 class changes is reported)."""
+    """The int8 file against the float graph it was quantized from on one parity batch (the
+    int8 fine-tuned copy's when there is one: this measures quantization, while top-1 judges
+    against ``model.onnx``). Not a pass/fail check: quantization moves logits; how far and how
+    often the top-1 class changes is reported."""
 
     inputs: str
     batch: int

@@ -193,3 +193,9 @@ def test_export_repairs_the_broken_file_before_it_writes(cli, planted_ckpt, prof
     assert all(c["passed"] and c["drop"] <= TOLERANCE for c in checks.values())
     acc = report["accuracy"]
     assert np.isclose(acc["float_top1"] - acc["int8_top1"], checks["model.int8.onnx"]["drop"])
+    # the float files stay the subnet as searched (the planted weight is still there); only
+    # the int8 files come from the repaired copy, and they are judged against that float
+    state = torch.load(out / "model.pt", weights_only=True)
+    planted_weights = [w for k, w in state.items() if k.endswith("weight") and w.ndim == 4]
+    assert any(bool((w == PLANTED).any()) for w in planted_weights)
+    assert report["source"]["int8_finetune"]["reference_float_top1"] > 0

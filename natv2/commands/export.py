@@ -242,8 +242,9 @@ def export(
 
 def _finetune_for_int8(job: dict, log) -> None:
     """int8 profiles: a plain subnet whose int8 file loses more validation top-1 than the
-    profile allows is fine-tuned for int8 first (``natv2.qat.prepare_for_int8``); the job then
-    exports the fine-tuned subnet and its report's source says so."""
+    profile allows gets a copy fine-tuned for int8 (``natv2.qat.prepare_for_int8``); the int8
+    files are quantized from the copy, the float files stay the subnet, and the report's source
+    says so."""
     from natv2.supernet.plain import Subnet
 
     module, profile, data = job["module"], job["profile"], job["dataset"]
@@ -259,7 +260,7 @@ def _finetune_for_int8(job: dict, log) -> None:
     if record is not None:
         job["source"] = {**job["source"], "int8_finetune": record}
     if tuned is not module:
-        job["module"], job["save_module"] = tuned, _subnet_saver(tuned)
+        job["int8_module"] = tuned  # model.onnx and model.pt stay the search's subnet
 
 
 def _profile(name: str | None):
