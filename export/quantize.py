@@ -79,6 +79,7 @@ __all__ = [
     "CALIBRATION_IMAGES",
     "BatchReader",
     "compact_qdq",
+    "int8_predictions",
     "int8_top1",
     "quantize_int8",
 ]
@@ -228,6 +229,26 @@ def compact_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
+def int8_predictions(
+    module,
+    resolution: int,
+    calibration: Iterable[np.ndarray],
+    images: Iterable[np.ndarray],
+    threads: int | None = None,
+) -> np.ndarray:
+    """The classes ``module``'s microcontroller int8 file (int8 activations, as ``natv2
+    export`` writes it, calibrated on ``calibration``) predicts for each batch of ``images``:
+    what the device will compute, measured by onnxruntime."""
+    from natv2.export.onnx import ort_session, run_session, to_onnx
+
+    q = quantize_int8(to_onnx(module, resolution), calibration)
+    session = ort_session(q, threads, exact=True)  # the device's arithmetic on any host
+    preds = [run_session(session, x).argmax(1) for x in images]
+    if not preds:
+        raise Natv2Error("int8 predictions need at least one image")
+    return np.concatenate(preds)
+
+
 def int8_top1(
     module,
     resolution: int,
@@ -235,18 +256,9 @@ def int8_top1(
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     threads: int | None = None,
 ) -> float:
-    """Top-1 of ``module``'s microcontroller int8 file (int8 activations, as ``natv2 export``
-    writes it, calibrated on ``calibration``) on ``batches`` of (images, labels): what the
-    device will compute, measured by onnxruntime."""
-    from natv2.export.onnx import ort_session, run_session, to_onnx
-
-    q = quantize_int8(to_onnx(module, resolution), calibration)
-    session = ort_session(q, threads, exact=True)  # the device's arithmetic on any host
-    correct = total = 0
-    for x, y in batches:
-        pred = run_session(session, x).argmax(1)
-        correct += int((pred == np.asarray(y)).sum())
-        total += len(pred)
-    if total == 0:
-        raise Natv2Error("int8 top-1 needs at least one image")
-    return correct / total
+    """Top-1 of ``module``'s microcontroller int8 file (:func:`int8_predictions`) on
+    ``batches`` of (images, labels)."""
+    pairs = list(batches)
+    pred = int8_predictions(module, resolution, calibration, [x for x, _ in pairs], threads)
+    labels = np.concatenate([np.asarray(y) for _, y in pairs]) if pairs else np.zeros(0)
+    return float(np.mean(pred == labels))

@@ -120,6 +120,8 @@ def test_the_reproduction_is_broken_in_int8_and_fine_in_float(planted, digits):
     assert zero_dead_inputs(module, calib) >= 1
     repaired = check_int8(module, digits, 48, calib)
     assert repaired.float_top1 == broken.float_top1 and repaired.drop <= TOLERANCE
+    # flips are counted too: the broken file changes most classes, the repaired one few
+    assert broken.agreement < 0.8 and repaired.agreement > broken.agreement + 0.2
 
 
 def test_int8_finetune_puts_weights_on_their_grid_and_keeps_int8_close(trained, digits):
@@ -137,6 +139,10 @@ def test_int8_finetune_puts_weights_on_their_grid_and_keeps_int8_close(trained, 
             assert torch.allclose(q, q.round(), atol=1e-3)  # on the int8 grid
     after = check_int8(tuned, digits, 48, calib)
     assert after.drop <= TOLERANCE and after.int8_top1 >= before.int8_top1 - 0.01
+    # against the float model it came from: what the export judges the copy's int8 file by
+    judged = check_int8(tuned, digits, 48, calib, reference=module)
+    assert judged.int8_top1 == after.int8_top1 and judged.agreement >= 0.9
+    assert judged.images == before.images > len(digits.val)  # topped up with training images
 
 
 @pytest.fixture(scope="module")

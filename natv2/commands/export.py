@@ -179,8 +179,9 @@ def export(
     int8_finetune: bool = typer.Option(
         True,
         "--int8-finetune/--no-int8-finetune",
-        help="When the int8 file loses more validation top-1 than the profile allows, fine-tune "
-        "the subnet for int8 first (quantization-aware, distilled from its float self).",
+        help="When the int8 file loses more top-1 than the profile allows (on validation images "
+        "topped up with training images), fine-tune a copy for int8 (quantization-aware, "
+        "distilled from the float subnet) and quantize the copy; the float files stay the subnet.",
     ),
     as_json: JsonFlag = False,
 ) -> None:
@@ -241,7 +242,7 @@ def export(
 
 
 def _finetune_for_int8(job: dict, log) -> None:
-    """int8 profiles: a plain subnet whose int8 file loses more validation top-1 than the
+    """int8 profiles: a plain subnet whose int8 file loses more top-1 than the
     profile allows gets a copy fine-tuned for int8 (``natv2.qat.prepare_for_int8``); the int8
     files are quantized from the copy, the float files stay the subnet, and the report's source
     says so."""
