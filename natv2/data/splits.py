@@ -47,6 +47,38 @@ def _allocate(counts: np.ndarray, total: int) -> np.ndarray:
     return take
 
 
+def stratified_parts(
+    labels: np.ndarray | Sequence[int], totals: Sequence[int], seed: int
+) -> list[np.ndarray]:
+    """Seeded, stratified carve of the indices of ``labels`` into consecutive parts of
+    ``totals`` images and a last part with the rest, each sorted.
+
+    Each part takes from every class its proportional share of what the earlier parts left
+    (``_allocate``); each class is permuted once by one generator, in class order, so the same
+    labels, totals and seed give the same parts (the splits of every dataset depend on it).
+    """
+    y = np.asarray(labels)
+    classes, inverse = np.unique(y, return_inverse=True)
+    members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
+    left = np.array([len(m) for m in members], dtype=np.int64)
+    takes = []
+    for total in totals:
+        take = _allocate(left, total)
+        takes.append(take)
+        left = left - take
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in range(len(totals) + 1)]
+    for c, m in enumerate(members):
+        perm = rng.permutation(m)
+        start = 0
+        for part, take in zip(parts, takes, strict=False):
+            part.append(perm[start : start + take[c]])
+            start += int(take[c])
+        parts[-1].append(perm[start:])
+    empty = np.zeros(0, dtype=np.int64)
+    return [np.sort(np.concatenate(p)).astype(np.int64) if p else empty for p in parts]
+
+
 def split_indices(
     labels: np.ndarray | Sequence[int],
     val_fraction: float,
@@ -70,20 +102,8 @@ def split_indices(
             f"(val {val_fraction:.0%}, test {test_fraction:.0%}, the rest train); "
             "add images or give explicit val/test splits"
         )
-    classes, inverse = np.unique(y, return_inverse=True)
-    members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
-    counts = np.array([len(m) for m in members], dtype=np.int64)
-    k_test = _allocate(counts, n_test)
-    k_val = _allocate(counts - k_test, n_val)
-    rng = np.random.default_rng(seed)
-    train, val, test = [], [], []
-    for m, kt, kv in zip(members, k_test, k_val, strict=True):
-        perm = rng.permutation(m)
-        test.append(perm[:kt])
-        val.append(perm[kt : kt + kv])
-        train.append(perm[kt + kv :])
-    tr, va, te = (np.sort(np.concatenate(part)).astype(np.int64) for part in (train, val, test))
-    return tr, va, te
+    test, val, train = stratified_parts(y, (n_test, n_val), seed)
+    return train, val, test
 
 
 def carve(
@@ -160,13 +180,8 @@ class DatasetSplits:
             return self
         if n < 1:
             raise Natv2Error(f"a test sample needs at least 1 image, got {n}")
-        y = self.test.labels.numpy()
-        classes, inverse = np.unique(y, return_inverse=True)
-        members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
-        take = _allocate(np.array([len(m) for m in members], dtype=np.int64), n)
-        rng = np.random.default_rng(self.split_seed)
-        pick = [rng.permutation(m)[:k] for m, k in zip(members, take, strict=True)]
-        return replace(self, test=self.test.subset(np.sort(np.concatenate(pick))))
+        pick, _rest = stratified_parts(self.test.labels.numpy(), (n,), self.split_seed)
+        return replace(self, test=self.test.subset(pick))
 
     def summary(self) -> dict[str, object]:
         """A JSON-ready description (for ``--json`` reports and run configs)."""
