@@ -205,3 +205,26 @@ def test_export_repairs_the_broken_file_before_it_writes(cli, planted_ckpt, prof
     planted_weights = [w for k, w in state.items() if k.endswith("weight") and w.ndim == 4]
     assert any(bool((w == PLANTED).any()) for w in planted_weights)
     assert report["source"]["int8_finetune"]["reference_float_top1"] > 0
+
+
+def test_zero_dead_inputs_never_leaves_an_output_channel_without_weights():
+    """A layer whose inputs all died keeps its weights: zeroed, its int8 scale would vanish and
+    its int32 bias saturate in the TFLite file (an SE gate broke TFLM that way)."""
+    torch.manual_seed(0)
+    first = torch.nn.Conv2d(3, 4, 1)
+    second = torch.nn.Conv2d(4, 2, 1)
+    net = torch.nn.Sequential(first, torch.nn.ReLU(), second)
+    calib = [torch.randn(8, 3, 5, 5)]
+    with torch.no_grad():
+        first.bias[:2] = -1e3  # channels 0 and 1 never fire
+        first.bias[2:] = 1e3  # channels 2 and 3 always do
+        second.weight[1, 2:] = 0.0  # output 1 reads only the dead channels
+        before = second.weight.clone()
+        assert zero_dead_inputs(net, calib) == 2
+        assert torch.all(second.weight[0, :2] == 0) and torch.equal(
+            second.weight[0, 2:], before[0, 2:]
+        )
+        assert torch.equal(second.weight[1], before[1])  # would have been all zero
+        first.bias[:] = -1e3  # now every input of ``second`` is dead: nothing is zeroed
+        kept = second.weight.clone()
+        assert zero_dead_inputs(net, calib) == 0 and torch.equal(second.weight, kept)
