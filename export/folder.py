@@ -495,14 +495,15 @@ def _sram_basis(profile: Profile, measured: bool) -> str:
 
 
 def _quantized_top1(top1: Top1, tflm_top1: TflmTop1 | None) -> list[QuantizedTop1]:
-    """Every quantized file's test top-1 beside float's on the same images: what the
-    profile's accuracy rule judges (``Profile.judge``)."""
+    """The device's quantized files' test top-1 beside float's on the same images: what the
+    profile's accuracy rule judges (``Profile.judge``). The host file is not among them: no
+    profile deploys it (``_deployed_file``), and its 7-bit weights are a host kernel's
+    constraint; its figure is reported, and the summary notes a drop."""
     if top1.float_top1 is None:
         return []
     out = []
-    for file, value in ((INT8_FILE, top1.int8_top1), (INT8_HOST_FILE, top1.int8_host_top1)):
-        if value is not None:
-            out.append(QuantizedTop1(file, top1.float_top1, value, top1.images))
+    if top1.int8_top1 is not None:
+        out.append(QuantizedTop1(INT8_FILE, top1.float_top1, top1.int8_top1, top1.images))
     if tflm_top1 is not None:
         out.append(
             QuantizedTop1(

@@ -503,6 +503,15 @@ def _verdict(r: ExportReport) -> list[str]:
             f"           quantized files within {100 * worst.tolerance:.2f} points of float "
             f"top-1 (worst: {worst.file}, {worst.change_text})"
         )
+    acc = r.accuracy
+    if v.verdict.top1_checks and acc.int8_host_top1 is not None and acc.float_top1 is not None:
+        host_drop = acc.float_top1 - acc.int8_host_top1
+        if host_drop > worst.tolerance:
+            lines.append(
+                f"note       {INT8_HOST_FILE} (not judged: no device runs it) is "
+                f"{100 * host_drop:.2f} points below float: its weights have 7 bits for x86 "
+                f"kernels without VNNI; on such a host run {FLOAT_FILE}"
+            )
     if v.verdict.unchecked:
         lines.append(f"           not checked (no figure): {', '.join(v.verdict.unchecked)}")
     return lines
