@@ -524,7 +524,7 @@ def _verdict(
 ) -> ExportVerdict | None:
     """The profile's judgement of the deployed file. A TFLM profile's SRAM and flash budgets
     are judged on TFLM's measured arena and the TFLite file where there are ones, else on the
-    cost model's figures for them; every quantized file's top-1 against float's."""
+    cost model's figures for them; the device's quantized files' top-1 against float's."""
     if profile is None:
         return None
     arena = tflm.arena.arena_bytes if tflm is not None else None

@@ -52,11 +52,11 @@ of ``benchmarks/export_latency.py``; shared machine, +-30 % run to run)::
 the activation type is what matters (u8 activations 2.3-6x faster than s8); per-tensor weights,
 reduce_range and QOperator are within the noise of the chosen setting and buy nothing, u8
 weights are slower. The host file keeps QDQ (standard operators that
-``natv2.profiling.counters`` reads) and per-channel s8 weights, with reduce_range (above): the
-export judges every quantized file's top-1 against float's (``Profile.max_top1_drop``), and
-8-bit host weights failed that on a host without VNNI. On these tiny subnets float32 stays the
-fastest on this host (the quantize / dequantize at the edges and the small convolutions
-outweigh the integer arithmetic).
+``natv2.profiling.counters`` reads) and per-channel s8 weights, with reduce_range (above):
+8-bit host weights lost top-1 on a host without VNNI. The export reports the host file's top-1
+beside float's but judges only the files a device runs (``Profile.max_top1_drop``). On these
+tiny subnets float32 stays the fastest on this host (the quantize / dequantize at the edges and
+the small convolutions outweigh the integer arithmetic).
 """
 
 from __future__ import annotations

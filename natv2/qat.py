@@ -319,9 +319,10 @@ def zero_dead_inputs(module: nn.Module, calibration: list[torch.Tensor]) -> int:
     for m, seen in alive.items():
         weight = m.weight
         assert isinstance(weight, torch.Tensor)
-        live = weight[:, seen].abs().reshape(len(weight), -1)
-        keeps = live.amax(dim=1) > 0 if live.shape[1] else torch.zeros(len(weight), dtype=bool)
-        if seen.all() or not keeps.any():
+        if seen.all() or not seen.any():
+            continue
+        keeps = weight[:, seen].abs().reshape(len(weight), -1).amax(dim=1) > 0
+        if not keeps.any():
             continue
         # an output channel left with no weight at all keeps its dead ones: an all-zero channel
         # gets a vanishing int8 scale, and its int32 bias (scaled by input x weight scale)

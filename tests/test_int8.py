@@ -220,9 +220,11 @@ def test_zero_dead_inputs_never_leaves_an_output_channel_without_weights():
     second = torch.nn.Conv2d(4, 2, 1)
     net = torch.nn.Sequential(first, torch.nn.ReLU(), second)
     calib = [torch.randn(8, 3, 5, 5)]
+    bias = first.bias
+    assert bias is not None
     with torch.no_grad():
-        first.bias[:2] = -1e3  # channels 0 and 1 never fire
-        first.bias[2:] = 1e3  # channels 2 and 3 always do
+        bias[:2] = -1e3  # channels 0 and 1 never fire
+        bias[2:] = 1e3  # channels 2 and 3 always do
         second.weight[1, 2:] = 0.0  # output 1 reads only the dead channels
         before = second.weight.clone()
         assert zero_dead_inputs(net, calib) == 2
@@ -230,6 +232,6 @@ def test_zero_dead_inputs_never_leaves_an_output_channel_without_weights():
             second.weight[0, 2:], before[0, 2:]
         )
         assert torch.equal(second.weight[1], before[1])  # would have been all zero
-        first.bias[:] = -1e3  # now every input of ``second`` is dead: nothing is zeroed
+        bias[:] = -1e3  # now every input of ``second`` is dead: nothing is zeroed
         kept = second.weight.clone()
         assert zero_dead_inputs(net, calib) == 0 and torch.equal(second.weight, kept)
