@@ -4,8 +4,7 @@ Steps: ``quant_pre_process`` (ONNX shape inference and onnxruntime's graph optim
 preparation onnxruntime asks for), then ``quantize_static`` in the QDQ format (QuantizeLinear /
 DequantizeLinear pairs around standard operators, so the file stays standard ONNX that any
 runtime and ``natv2.profiling.counters`` read), per-channel symmetric int8 weights, int8
-activations calibrated (MinMax, or Percentile: ``CALIBRATIONS``, the export keeps the better)
-over a few hundred training images at the subnet's resolution
+activations calibrated by MinMax over a few hundred training images at the subnet's resolution
 (fed through :class:`BatchReader`) with every range at least ``MIN_ACTIVATION_RANGE`` wide
 (onnxruntime's ``MinimumRealRange``, the floor the TFLite file uses too), int32 biases. The
 loose BatchNormalization of a same-shape transformation branch is quantized per channel along
