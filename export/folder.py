@@ -291,57 +291,6 @@ class _Int8:
     host_session: Any
     costs: GraphCosts
     parity: tuple[Int8Parity, ...]
-    calibration: str  # the CALIBRATIONS entry both files use
-    agreement: dict[str, float]  # per calibration tried: agreement with float, check images
-
-
-def _check_batch(dataset, resolution: int) -> np.ndarray | None:
-    """The images the int8 calibration is chosen on (``natv2.qat.check_images``: validation,
-    topped up with training images), prepared at ``resolution``."""
-    from natv2.qat import check_images
-
-    if dataset is None:
-        return None
-    items = check_images(dataset)
-    xs = torch.stack([x for x, _ in items])
-    return dataset.prepare_batch(xs, resolution, train=False).numpy()
-
-
-def _choose_calibration(
-    model: onnx.ModelProto,
-    arrays: list[np.ndarray],
-    reference,
-    check: np.ndarray | None,
-    threads: int | None,
-    log: Callable[[str], None],
-) -> tuple[onnx.ModelProto, str, dict[str, float]]:
-    """The microcontroller int8 file under each of ``CALIBRATIONS``, kept by agreement with
-    the ``reference`` float session's classes on ``check`` (ties and no check: MinMax).
-
-    Why: MinMax lets one outlier set a tensor's step; Percentile clips it. Which is better
-    depends on the subnet (measured on shapes exit-1 subnets: Percentile 81.3 / 81.8 % against
-    MinMax 79.5 / 80.9 %, float 81.8 / 82.4 %; on two others it lost 0.2-0.3 points)."""
-    from natv2.export.quantize import CALIBRATIONS, quantize_int8
-
-    first = quantize_int8(model, arrays, input_name=INPUT_NAME, calibration=CALIBRATIONS[0])
-    if check is None:
-        return first, CALIBRATIONS[0], {}
-    want = run_session(reference, check).argmax(1)
-    best, best_name, agreement = first, CALIBRATIONS[0], {}
-    for name in CALIBRATIONS:
-        candidate = first if name == CALIBRATIONS[0] else None
-        if candidate is None:
-            candidate = quantize_int8(model, arrays, input_name=INPUT_NAME, calibration=name)
-        got = run_session(ort_session(candidate, threads, exact=True), check).argmax(1)
-        agreement[name] = float(np.mean(got == want))
-        if agreement[name] > agreement[best_name]:
-            best, best_name = candidate, name
-    log(
-        f"int8 calibration: {best_name} (agreement with float on {len(check)} images: "
-        + ", ".join(f"{k} {100 * v:.2f} %" for k, v in agreement.items())
-        + ")"
-    )
-    return best, best_name, agreement
 
 
 def _int8(
@@ -353,21 +302,15 @@ def _int8(
     plan: _Plan,
     threads: int | None,
     log: Callable[[str], None],
-    reference=None,
-    check: np.ndarray | None = None,
 ) -> _Int8:
     """Quantize the float graph twice on the same calibration images: int8 activations (the
-    microcontroller file) and uint8 activations (the host file), both with the calibration
-    under which the int8 file agrees best with ``reference`` (the float file's session;
-    default ``session``) on ``check`` images."""
+    microcontroller file) and uint8 activations (the host file)."""
     from natv2.export.quantize import quantize_int8
 
     arrays = [b.numpy() for b in calib]
     log(f"quantizing to int8 (QDQ, per-channel), calibrated on {_count(calib)} train images")
-    int8_model, calibration, agreement = _choose_calibration(
-        model, arrays, session if reference is None else reference, check, threads, log
-    )
-    set_metadata(int8_model, {**props, "dtype": "int8", "calibration": calibration})
+    int8_model = quantize_int8(model, arrays, input_name=INPUT_NAME)
+    set_metadata(int8_model, {**props, "dtype": "int8"})
     check_onnx(int8_model, "the int8 model")
     int8_session = ort_session(int8_model, threads, exact=True)  # what the device computes
     costs = onnx_costs(int8_model, dtype="int8", input_shape=plan.shape)
@@ -385,25 +328,11 @@ def _int8(
             )
         )
     log("quantizing the host file (int8 weights, uint8 activations) on the same images")
-    host_model = quantize_int8(
-        model, arrays, input_name=INPUT_NAME, activations="uint8", calibration=calibration
-    )
-    set_metadata(
-        host_model,
-        {**props, "dtype": "int8", "activations": "uint8", "calibration": calibration},
-    )
+    host_model = quantize_int8(model, arrays, input_name=INPUT_NAME, activations="uint8")
+    set_metadata(host_model, {**props, "dtype": "int8", "activations": "uint8"})
     check_onnx(host_model, "the int8 host model")
     host_session = ort_session(host_model, threads)
-    return _Int8(
-        int8_model,
-        int8_session,
-        host_model,
-        host_session,
-        costs,
-        tuple(parity),
-        calibration,
-        agreement,
-    )
+    return _Int8(int8_model, int8_session, host_model, host_session, costs, tuple(parity))
 
 
 def _count(batches: Sequence[torch.Tensor]) -> int:
@@ -766,10 +695,7 @@ def export_folder(
         check_onnx(q_model, "the float graph of the int8 fine-tuned copy")
         q_session = ort_session(q_model, threads)
         _parity(quantized_from, q_session, batches, log)
-    q = None
-    if plan.int8:
-        check = _check_batch(dataset, plan.resolution)
-        q = _int8(q_model, q_session, calib, props, batches, plan, threads, log, session, check)
+    q = _int8(q_model, q_session, calib, props, batches, plan, threads, log) if plan.int8 else None
     tflm = _tflite(quantized_from, plan, calib, batches, log) if plan.tflite else None
     top1, tflm_top1 = _top1(session, q, tflm, dataset, plan, test_limit, search_accuracy, log)
 
@@ -803,8 +729,6 @@ def export_folder(
         if q is not None:
             int8_files = Int8Files(
                 calibration_images=_count(calib),
-                calibration=q.calibration,
-                calibration_agreement=q.agreement,
                 costs=q.costs,
                 file_bytes=files[INT8_FILE].bytes,
                 float_file_bytes=files[FLOAT_FILE].bytes,

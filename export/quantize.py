@@ -76,7 +76,6 @@ from natv2.errors import Natv2Error
 
 __all__ = [
     "ACTIVATION_TYPES",
-    "CALIBRATIONS",
     "CALIBRATION_IMAGES",
     "BatchReader",
     "compact_qdq",
@@ -87,10 +86,6 @@ __all__ = [
 
 #: ``activations=`` of :func:`quantize_int8`: the microcontroller artefact, the host one
 ACTIVATION_TYPES = ("int8", "uint8")
-#: ``calibration=`` of :func:`quantize_int8`: onnxruntime's MinMax (every calibration value in
-#: range) and Percentile (ranges at the 99.999th percentile of absolute values: outliers clip,
-#: the rest gets a finer step); the export keeps whichever agrees with float more often
-CALIBRATIONS = ("minmax", "percentile")
 #: training images the int8 files are calibrated on (export, and the search's int8 top-1)
 CALIBRATION_IMAGES = 300
 
@@ -138,11 +133,9 @@ def quantize_int8(
     *,
     input_name: str = "input",
     activations: str = "int8",
-    calibration: str = "minmax",
 ) -> onnx.ModelProto:
     """The int8 QDQ model of ``float_model`` calibrated on ``batches`` (module docstring):
-    ``activations="int8"`` for the microcontroller file, ``"uint8"`` for the host file;
-    ``calibration`` one of ``CALIBRATIONS``."""
+    ``activations="int8"`` for the microcontroller file, ``"uint8"`` for the host file."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -155,15 +148,7 @@ def quantize_int8(
         raise Natv2Error(
             f"int8 activations must be one of {', '.join(ACTIVATION_TYPES)}, got {activations!r}"
         )
-    if calibration not in CALIBRATIONS:
-        raise Natv2Error(
-            f"int8 calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}"
-        )
     activation_type = QuantType.QInt8 if activations == "int8" else QuantType.QUInt8
-    method = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-    }[calibration]
     reader = BatchReader(input_name, batches)
     if reader.images == 0:
         raise Natv2Error("int8 calibration needs at least one image")
@@ -182,7 +167,7 @@ def quantize_int8(
                 per_channel=True,
                 weight_type=QuantType.QInt8,
                 activation_type=activation_type,
-                calibrate_method=method,
+                calibrate_method=CalibrationMethod.MinMax,
                 # 7-bit weights for the host file: x86 without VNNI saturates u8 x s8 pairs
                 reduce_range=activations == "uint8",
                 extra_options={

@@ -20,7 +20,7 @@ images and its agreement with onnxruntime int8 (``tflite`` and ``tflm`` of the d
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,9 +108,6 @@ class Int8Files:
     file_bytes: int
     float_file_bytes: int
     host_file_bytes: int
-    calibration: str = "minmax"  # activation ranges (natv2.export.quantize.CALIBRATIONS)
-    #: per calibration tried: how often its int8 file agreed with float on the check images
-    calibration_agreement: dict[str, float] = field(default_factory=dict)
 
     @property
     def size_ratio(self) -> float:
@@ -120,9 +117,7 @@ class Int8Files:
         return {
             "quant_format": "QDQ",
             "weights": "int8, symmetric, per channel",
-            "activations": f"int8, {self.calibration} calibration",
-            "calibration": self.calibration,
-            "calibration_agreement": self.calibration_agreement,
+            "activations": "int8, MinMax calibration",
             "calibration_images": self.calibration_images,
             "flash_bytes": self.costs.flash_bytes,
             "peak_sram_bytes": self.costs.peak_sram_bytes,
@@ -137,7 +132,7 @@ class Int8Files:
             "purpose": f"host latency (onnxruntime); {INT8_FILE} is the microcontroller file",
             "quant_format": "QDQ",
             "weights": f"int8, symmetric, per channel (as {INT8_FILE})",
-            "activations": f"uint8, asymmetric, {self.calibration} calibration (the same images)",
+            "activations": "uint8, asymmetric, MinMax calibration (the same images)",
             "calibration_images": self.calibration_images,
             "file_bytes": self.host_file_bytes,
         }
@@ -413,8 +408,7 @@ def _files(r: ExportReport) -> list[str]:
         q = r.int8
         lines.append(
             f"int8       {q.file_bytes:,} B vs float {q.float_file_bytes:,} B "
-            f"({q.size_ratio:.2f}x smaller), calibrated on {q.calibration_images} images "
-            f"({q.calibration})"
+            f"({q.size_ratio:.2f}x smaller), calibrated on {q.calibration_images} images"
         )
         lines.append(
             f"int8 host  {q.host_file_bytes:,} B ({INT8_HOST_FILE}: uint8 activations, for "
