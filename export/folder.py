@@ -690,8 +690,7 @@ def export_folder(
     q_model, q_session = model, session
     if plan.int8 and quantized_from is not module:
         log("the int8 files are quantized from the copy fine-tuned for int8")
-        q_model = to_onnx(quantized_from, plan.resolution)
-        set_metadata(q_model, {**props, "dtype": "float32"})
+        q_model = to_onnx(quantized_from, plan.resolution)  # in memory only: not a file
         check_onnx(q_model, "the float graph of the int8 fine-tuned copy")
         q_session = ort_session(q_model, threads)
         _parity(quantized_from, q_session, batches, log)

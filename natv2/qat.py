@@ -252,6 +252,42 @@ def check_images(data: DatasetSplits, n: int = CHECK_IMAGES) -> list[tuple[torch
     return [(x, int(y)) for x, y in items]
 
 
+def _check_batch(data: DatasetSplits, resolution: int) -> tuple[torch.Tensor, np.ndarray]:
+    """:func:`check_images` prepared at ``resolution``, and their labels."""
+    items = check_images(data)
+    xs = torch.stack([x for x, _ in items])
+    return data.prepare_batch(xs, resolution, train=False), np.array([y for _, y in items])
+
+
+@torch.no_grad()
+def _classes(module: nn.Module, x: torch.Tensor) -> np.ndarray:
+    return module.eval()(x).argmax(1).numpy()
+
+
+def _check(
+    module: nn.Module,
+    x: torch.Tensor,
+    labels: np.ndarray,
+    resolution: int,
+    calibration,
+    reference: np.ndarray | None,
+) -> Int8Check:
+    """:func:`check_int8` on a prepared batch; ``reference``: the float classes int8 is
+    compared with (None: ``module``'s own)."""
+    from natv2.export.quantize import int8_predictions
+
+    pred = _classes(module, x)
+    ref = pred if reference is None else reference
+    cal = [c.numpy() for c in calibration]
+    q = int8_predictions(module, resolution, cal, [x.numpy()])
+    return Int8Check(
+        float(np.mean(pred == labels)),
+        float(np.mean(q == labels)),
+        len(labels),
+        float(np.mean(q == ref)),
+    )
+
+
 def check_int8(
     module: nn.Module,
     data: DatasetSplits,
@@ -262,20 +298,9 @@ def check_int8(
     """float and int8 top-1 of ``module`` on :func:`check_images` (the int8 file as the
     exporter writes it, calibrated on ``calibration``, run exactly), and the int8 file's
     agreement with ``reference``'s float classes (default: ``module``'s own)."""
-    from natv2.export.quantize import int8_predictions
-
-    items = check_images(data)
-    xs = torch.stack([x for x, _ in items])
-    ys = np.array([y for _, y in items])
-    x = data.prepare_batch(xs, resolution, train=False)
-    with torch.no_grad():
-        pred = module.eval()(x).argmax(1).numpy()
-        ref = pred if reference is None else reference.eval()(x).argmax(1).numpy()
-    cal = [c.numpy() for c in calibration]
-    q = int8_predictions(module, resolution, cal, [x.numpy()])
-    return Int8Check(
-        float(np.mean(pred == ys)), float(np.mean(q == ys)), len(items), float(np.mean(q == ref))
-    )
+    x, labels = _check_batch(data, resolution)
+    ref = None if reference is None else _classes(reference, x)
+    return _check(module, x, labels, resolution, calibration, ref)
 
 
 def _needs_repair(check: Int8Check, reference_top1: float, tolerance: float) -> bool:
@@ -354,7 +379,9 @@ def prepare_for_int8(
     Everything is measured against ``module``'s float model, never a copy's: the float file
     stays ``module`` (a fine-tuned copy's own float top-1 may fall, and judging int8 against it
     would hide that). The record holds every check, on the same images."""
-    before = check_int8(module, data, resolution, calibration)
+    x, labels = _check_batch(data, resolution)  # one batch and one reference for every check
+    searched = _classes(module, x)
+    before = _check(module, x, labels, resolution, calibration, searched)
     reference = before.float_top1
     if not _needs_repair(before, reference, tolerance):
         return module, None
@@ -363,7 +390,7 @@ def prepare_for_int8(
     cleaned = copy.deepcopy(module)
     dead = zero_dead_inputs(cleaned, calibration)
     if dead:
-        check = check_int8(cleaned, data, resolution, calibration, reference=module)
+        check = _check(cleaned, x, labels, resolution, calibration, searched)
         log(
             f"int8 loses {100 * before.drop:.2f} points of top-1 on {before.images} images "
             f"(agrees with float on {100 * before.agreement:.1f} %); zeroed the weights of {dead} "
@@ -382,7 +409,7 @@ def prepare_for_int8(
         f"int8 ({cfg.steps} steps)"
     )
     tuned = int8_finetune(best, data, resolution, calibration, cfg, log)
-    after = check_int8(tuned, data, resolution, calibration, reference=module)
+    after = _check(tuned, x, labels, resolution, calibration, searched)
     log(
         f"after int8 fine-tuning: int8 {100 * after.int8_top1:.2f} % against the float model's "
         f"{100 * reference:.2f} %, agreement {100 * after.agreement:.1f} % on the same images"
